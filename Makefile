@@ -1,0 +1,45 @@
+# DMS: the two commands a newcomer runs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN := .run
+EMULATOR_PORT ?= 8443
+
+.PHONY: help venv test test-emulator lint emulator bench down clean
+
+help:
+	@echo "make demo      run the sample migration end to end (see README)"
+	@echo "make test      the whole test suite against real services"
+	@echo "make lint      ruff, including the Airflow (AIR) rules"
+	@echo "make emulator  run the Salesforce emulator in the foreground on :$(EMULATOR_PORT)"
+	@echo "make bench     the benchmarks in bench/"
+	@echo "make down      stop every service the Makefile started"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+emulator: $(STAMP)
+	$(PY) -m salesforce_emulator --org include/org/sample_org.yaml --port $(EMULATOR_PORT) --cert-dir .emulator/certs
+
+bench: $(STAMP)
+	$(PY) bench/bench_emulator_bulk2.py
+
+down:
+	@for f in $(RUN)/*.pid; do [ -e "$$f" ] || continue; pid=$$(cat "$$f"); \
+	  kill "$$pid" 2>/dev/null && echo "stopped $$(basename $$f .pid) ($$pid)"; rm -f "$$f"; done; true
+
+clean: down
+	rm -rf $(VENV) .emulator $(RUN)

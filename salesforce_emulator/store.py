@@ -1,0 +1,671 @@
+"""Record storage in SQLite, and the write path every API shares: validate, resolve, apply.
+
+REST, sObject Collections, Bulk API 1.0 and Bulk API 2.0 all call `Store.write`, so a row
+gets the same error code whichever API carried it.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .ids import make_id, to_18
+from .schema import FieldDef, ObjectDef, OrgSchema
+from .values import FieldValueError, converter, json_value, now_stamp
+
+Operation = Literal["insert", "update", "upsert", "delete", "hardDelete"]
+
+# A CSV cell that explicitly sets a field to null; an empty cell means "leave unchanged" on update.
+CSV_NULL = "#N/A"
+_UNSET = object()
+# SQLite allows 32766 bound parameters; keep IN lists well below that.
+_IN_CHUNK = 10000
+
+
+@dataclass
+class RowError:
+    status_code: str
+    message: str
+    fields: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"statusCode": self.status_code, "message": self.message, "fields": self.fields}
+
+    def as_bulk(self) -> str:
+        # Bulk API's sf__Error: CODE:message:fields --
+        return f"{self.status_code}:{self.message}:{','.join(self.fields)} --"
+
+
+@dataclass
+class RowResult:
+    id: str | None = None
+    created: bool = False
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.errors
+
+
+class RequestError(Exception):
+    """A fault of the whole request (an unknown column, a bad external id field), not of one row."""
+
+    def __init__(self, error_code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class _Column:
+    key: str
+    field: FieldDef
+    convert: Callable[[Any], Any]
+    # For a relationship column (Account.Legacy_Id__c): the parent object and its lookup field.
+    parent: ObjectDef | None = None
+    parent_field: FieldDef | None = None
+
+
+@dataclass
+class _Row:
+    index: int
+    values: dict[str, Any]
+    errors: list[RowError]
+    refs: dict[str, tuple[ObjectDef, FieldDef, Any]] = field(default_factory=dict)
+    id: str | None = None
+    key: Any = None
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Store:
+    """All records of the org, in one SQLite database (a file, or memory)."""
+
+    def __init__(self, schema: OrgSchema, path: str | None = None, *, seed: int | None = None) -> None:
+        self.schema = schema
+        self.path = path or ":memory:"
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        # Share of otherwise valid rows that fail with UNABLE_TO_LOCK_ROW (a fault for tests).
+        self.lock_row_rate = 0.0
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        self._create_tables()
+
+    # ------------------------------------------------------------------ schema
+
+    def _create_tables(self) -> None:
+        with self.lock:
+            self.conn.execute("CREATE TABLE IF NOT EXISTS _serial (sobject TEXT PRIMARY KEY, next INTEGER NOT NULL)")
+            for obj in self.schema.objects.values():
+                cols = []
+                for f in obj.fields.values():
+                    if f.name == "Id":
+                        cols.append('"Id" TEXT PRIMARY KEY')
+                    elif f.unique or f.external_id:
+                        # Salesforce matches unique and external id text case-insensitively.
+                        cols.append(f"{_q(f.name)} {f.sql_type} COLLATE NOCASE")
+                    else:
+                        cols.append(f"{_q(f.name)} {f.sql_type}")
+                self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_q(obj.name)} ({', '.join(cols)})")
+                for f in obj.fields.values():
+                    if f.unique or f.external_id or f.type == "reference":
+                        self.conn.execute(
+                            f"CREATE INDEX IF NOT EXISTS {_q(f'ix_{obj.name}_{f.name}')} "
+                            f"ON {_q(obj.name)} ({_q(f.name)})"
+                        )
+
+    def reset(self) -> None:
+        """Delete every record and restart the id serials."""
+        with self.lock:
+            self.conn.execute("BEGIN")
+            for obj in self.schema.objects.values():
+                self.conn.execute(f"DELETE FROM {_q(obj.name)}")
+            self.conn.execute("DELETE FROM _serial")
+            self.conn.execute("COMMIT")
+
+    def _reserve_ids(self, obj: ObjectDef, count: int) -> Iterable[str]:
+        row = self.conn.execute("SELECT next FROM _serial WHERE sobject = ?", (obj.name,)).fetchone()
+        start = row[0] if row else 1
+        self.conn.execute(
+            "INSERT INTO _serial (sobject, next) VALUES (?, ?) ON CONFLICT(sobject) DO UPDATE SET next = excluded.next",
+            (obj.name, start + count),
+        )
+        return (make_id(obj.key_prefix, start + i) for i in range(count))
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, obj: ObjectDef, record_id: str) -> dict[str, Any] | None:
+        """The stored values of one record (deleted ones included), or None."""
+        with self.lock:
+            cur = self.conn.execute(f"SELECT * FROM {_q(obj.name)} WHERE Id = ?", (record_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def find_by(self, obj: ObjectDef, f: FieldDef, value: Any) -> list[str]:
+        """Ids of the live records whose field `f` equals `value`."""
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT Id FROM {_q(obj.name)} WHERE {_q(f.name)} = ? AND IsDeleted = 0", (value,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def export(self, obj: ObjectDef, include_deleted: bool = True) -> list[dict[str, Any]]:
+        """Every record of an object as JSON values, in creation order."""
+        with self.lock:
+            where = "" if include_deleted else " WHERE IsDeleted = 0"
+            cur = self.conn.execute(f"SELECT * FROM {_q(obj.name)}{where} ORDER BY rowid")
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        fields = [obj.fields[n] for n in names]
+        return [{f.name: json_value(f, v) for f, v in zip(fields, row, strict=True)} for row in rows]
+
+    def count(self, obj: ObjectDef) -> int:
+        with self.lock:
+            return self.conn.execute(f"SELECT COUNT(*) FROM {_q(obj.name)} WHERE IsDeleted = 0").fetchone()[0]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    # ------------------------------------------------------------------ writes
+
+    def _plan_columns(self, op: Operation, obj: ObjectDef, keys: Iterable[str]) -> list[_Column]:
+        columns = []
+        for key in keys:
+            if "." in key:
+                rel_name, ext_name = key.split(".", 1)
+                ref = obj.relationship(rel_name)
+                if ref is None:
+                    raise RequestError("INVALID_FIELD", f"No such column '{rel_name}' on sobject of type {obj.name}")
+                parent = self.schema.objects[ref.reference_to[0]]
+                parent_field = parent.field(ext_name)
+                if parent_field is None or not parent_field.id_lookup:
+                    raise RequestError(
+                        "INVALID_FIELD",
+                        f"Field name provided, {ext_name} is not an External ID or indexed field for {parent.name}",
+                    )
+                columns.append(_Column(key, ref, converter(parent_field), parent, parent_field))
+                continue
+            f = obj.field(key)
+            if f is None:
+                raise RequestError("INVALID_FIELD", f"No such column '{key}' on sobject of type {obj.name}")
+            columns.append(_Column(key, f, converter(f)))
+        return columns
+
+    def write(
+        self,
+        op: Operation,
+        obj: ObjectDef,
+        rows: Sequence[dict[str, Any]],
+        *,
+        external_id: str | None = None,
+        csv: bool = False,
+        all_or_none: bool = False,
+    ) -> list[RowResult]:
+        """Apply one operation to a batch of rows and return one result per row, in input order.
+
+        `rows` map field names, or relationship paths such as ``Account.Legacy_Id__c``, to values:
+        strings when `csv` (where an empty cell is "no value" and ``#N/A`` is null), JSON values
+        otherwise.
+        """
+        return self.write_groups([(op, obj, rows, external_id)], csv=csv, all_or_none=all_or_none)
+
+    def write_groups(
+        self,
+        groups: Sequence[tuple[Operation, ObjectDef, Sequence[dict[str, Any]], str | None]],
+        *,
+        csv: bool = False,
+        all_or_none: bool = False,
+    ) -> list[RowResult]:
+        """Several `write` batches in one transaction, as an sObject Collection of mixed types needs."""
+        plans = [
+            (op, obj, rows, self._external_field(op, obj, external_id), self._plan_for(op, obj, rows))
+            for op, obj, rows, external_id in groups
+        ]
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                results: list[RowResult] = []
+                for op, obj, rows, ext_field, columns in plans:
+                    results.extend(self._write(op, obj, rows, columns, ext_field, csv))
+                if all_or_none and any(not r.success for r in results):
+                    self.conn.execute("ROLLBACK")
+                    return [_rolled_back(r) for r in results]
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return results
+
+    def _external_field(self, op: Operation, obj: ObjectDef, external_id: str | None) -> FieldDef | None:
+        if op != "upsert":
+            return None
+        ext_field = obj.field(external_id or "")
+        if ext_field is None or not (ext_field.external_id or ext_field.name == "Id"):
+            raise RequestError(
+                "NOT_FOUND" if ext_field is None else "INVALID_FIELD",
+                f"Provided external ID field does not exist or is not accessible: {external_id}"
+                if ext_field is None
+                else f"Field name provided, {ext_field.name} is not an External ID or indexed field for {obj.name}",
+                404 if ext_field is None else 400,
+            )
+        return ext_field
+
+    def _plan_for(self, op: Operation, obj: ObjectDef, rows: Sequence[dict[str, Any]]) -> list[_Column]:
+        keys: dict[str, None] = {}
+        for row in rows:
+            keys.update(dict.fromkeys(row))
+        if op in {"delete", "hardDelete"}:
+            # Only the Id matters for a delete; other columns are ignored, as Salesforce does.
+            keys = {k: None for k in keys if k.lower() == "id"}
+        return self._plan_columns(op, obj, keys)
+
+    def _write(
+        self,
+        op: Operation,
+        obj: ObjectDef,
+        rows: Sequence[dict[str, Any]],
+        columns: list[_Column],
+        ext_field: FieldDef | None,
+        csv: bool,
+    ) -> list[RowResult]:
+        prepared = [self._convert(op, obj, i, row, columns, csv) for i, row in enumerate(rows)]
+        self._resolve_references(obj, prepared)
+        stamp = now_stamp()
+        if op == "insert":
+            self._insert(obj, prepared, stamp)
+        elif op == "update":
+            self._bind_ids(obj, prepared)
+            self._update(obj, prepared, stamp)
+        elif op == "upsert":
+            assert ext_field is not None
+            inserts, updates = self._match_upsert(obj, prepared, ext_field)
+            self._update(obj, updates, stamp)
+            self._insert(obj, inserts, stamp)
+        else:
+            self._bind_ids(obj, prepared)
+            self._delete(obj, prepared, stamp, hard=op == "hardDelete")
+        results = []
+        for row in prepared:
+            if row.errors:
+                results.append(RowResult(id=row.id if op != "insert" else None, errors=row.errors[:1]))
+            else:
+                results.append(RowResult(id=row.id, created=row.key == "created"))
+        return results
+
+    def _convert(
+        self, op: Operation, obj: ObjectDef, index: int, raw: dict[str, Any], columns: list[_Column], csv: bool
+    ) -> _Row:
+        row = _Row(index=index, values={}, errors=[])
+        for col in columns:
+            value = raw.get(col.key, _UNSET)
+            if value is _UNSET:
+                continue
+            if csv:
+                if value == "":
+                    continue
+                if value == CSV_NULL:
+                    value = None
+            if isinstance(value, str) and col.field.type not in {"string", "textarea"}:
+                value = value.strip()
+                if value == "" and not csv:
+                    value = None
+            f = col.field
+            if f.name == "Id":
+                if value is None:
+                    continue
+                norm = to_18(value) if isinstance(value, str) else None
+                if norm is None:
+                    row.errors.append(RowError("MALFORMED_ID", f"malformed id {value}", []))
+                row.id = norm
+                continue
+            if op in {"delete", "hardDelete"}:
+                continue
+            if value is not None and (f.system or (op == "insert" and not f.createable)):
+                row.errors.append(_not_writable(f))
+                continue
+            if value is None:
+                row.values[f.name] = None
+                continue
+            try:
+                stored = col.convert(value)
+            except FieldValueError as exc:
+                row.errors.append(RowError(exc.status_code, exc.message, exc.fields))
+                continue
+            if col.parent is not None:
+                assert col.parent_field is not None
+                row.refs[f.name] = (col.parent, col.parent_field, stored)
+            else:
+                row.values[f.name] = stored
+        return row
+
+    def _lookup(self, obj: ObjectDef, f: FieldDef, values: Iterable[Any]) -> dict[Any, list[tuple[str, bool]]]:
+        """Map each value of field `f` to the (Id, deleted) of the records that hold it.
+
+        Text keys are folded to lower case because the columns compare NOCASE.
+        """
+        found: dict[Any, list[tuple[str, bool]]] = {}
+        distinct = list(dict.fromkeys(values))
+        for part in _chunks(distinct):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT {_q(f.name)}, Id, IsDeleted FROM {_q(obj.name)} WHERE {_q(f.name)} IN ({marks})"
+            for value, rid, deleted in self.conn.execute(sql, list(part)):
+                found.setdefault(_fold(value), []).append((rid, bool(deleted)))
+        return found
+
+    def _resolve_references(self, obj: ObjectDef, rows: list[_Row]) -> None:
+        """Turn relationship values and reference ids into parent ids, or row errors."""
+        # Relationship columns: parent external id -> parent Id.
+        wanted: dict[tuple[str, str], set[Any]] = {}
+        for row in rows:
+            for parent, pf, value in row.refs.values():
+                wanted.setdefault((parent.name, pf.name), set()).add(value)
+        found = {
+            key: self._lookup(self.schema.objects[key[0]], self.schema.objects[key[0]].fields[key[1]], vals)
+            for key, vals in wanted.items()
+        }
+        # Plain reference fields given as ids: the target must exist and be live.
+        ref_fields = {f.name: f for f in obj.fields.values() if f.type == "reference"}
+        by_target: dict[str, set[str]] = {}
+        for row in rows:
+            for name, value in row.values.items():
+                if name in ref_fields and value is not None:
+                    target = self.schema.by_prefix(value)
+                    if target is not None:
+                        by_target.setdefault(target.name, set()).add(value)
+        live: dict[str, tuple[str, bool]] = {}
+        for target_name, values in by_target.items():
+            for part in _chunks(list(values)):
+                marks = ",".join("?" * len(part))
+                for rid, deleted in self.conn.execute(
+                    f"SELECT Id, IsDeleted FROM {_q(target_name)} WHERE Id IN ({marks})", list(part)
+                ):
+                    live[rid] = (target_name, bool(deleted))
+        for row in rows:
+            if row.errors:
+                continue
+            for fname, (parent, pf, value) in row.refs.items():
+                matches = [m for m in found[(parent.name, pf.name)].get(_fold(value), []) if not m[1]]
+                if not matches:
+                    row.errors.append(
+                        RowError(
+                            "INVALID_FIELD",
+                            f"Foreign key external ID: {value} not found for field {pf.name} in entity {parent.name}",
+                            [],
+                        )
+                    )
+                elif len(matches) > 1:
+                    row.errors.append(
+                        RowError(
+                            "DUPLICATE_EXTERNAL_ID",
+                            f"{pf.name}: more than one record found for external id field: {[m[0] for m in matches]}",
+                            [pf.name],
+                        )
+                    )
+                else:
+                    row.values[fname] = matches[0][0]
+            for name, value in list(row.values.items()):
+                f = ref_fields.get(name)
+                if f is None or value is None or name in row.refs:
+                    continue
+                hit = live.get(value)
+                target_ok = hit is not None and hit[0] in f.reference_to
+                if hit is not None and not target_ok:
+                    row.errors.append(
+                        RowError("FIELD_INTEGRITY_EXCEPTION", f"{f.label}: id value of incorrect type: {value}", [name])
+                    )
+                elif hit is None:
+                    row.errors.append(RowError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [name]))
+                elif hit[1]:
+                    row.errors.append(RowError("ENTITY_IS_DELETED", "entity is deleted", [name]))
+
+    def _bind_ids(self, obj: ObjectDef, rows: list[_Row]) -> None:
+        """Check that each update or delete row names a live record of this object."""
+        ids = [r.id for r in rows if r.id and not r.errors]
+        state: dict[str, bool] = {}
+        for part in _chunks(ids):
+            marks = ",".join("?" * len(part))
+            for rid, deleted in self.conn.execute(
+                f"SELECT Id, IsDeleted FROM {_q(obj.name)} WHERE Id IN ({marks})", list(part)
+            ):
+                state[rid] = bool(deleted)
+        for row in rows:
+            if row.errors:
+                continue
+            if row.id is None:
+                row.errors.append(RowError("MISSING_ARGUMENT", "Id not specified in an update call", []))
+            elif row.id not in state:
+                target = self.schema.by_prefix(row.id)
+                if target is not None and target.name != obj.name:
+                    row.errors.append(
+                        RowError("INVALID_ID_FIELD", f"Invalid id value for this SObject type: {row.id}", ["Id"])
+                    )
+                else:
+                    row.errors.append(RowError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", []))
+            elif state[row.id]:
+                row.errors.append(RowError("ENTITY_IS_DELETED", "entity is deleted", []))
+
+    def _match_upsert(self, obj: ObjectDef, rows: list[_Row], ext: FieldDef) -> tuple[list[_Row], list[_Row]]:
+        if ext.name == "Id":
+            existing_ids = [r for r in rows if not r.errors and r.id]
+            self._bind_ids(obj, existing_ids)
+            inserts = [r for r in rows if not r.errors and not r.id]
+            return inserts, [r for r in rows if r.id]
+        keyed: dict[Any, list[_Row]] = {}
+        for row in rows:
+            if row.errors:
+                continue
+            value = row.values.get(ext.name)
+            if value is None:
+                row.errors.append(RowError("MISSING_ARGUMENT", f"{ext.name} not specified", [ext.name]))
+                continue
+            keyed.setdefault(_fold(value), []).append(row)
+        existing = self._lookup(obj, ext, [rs[0].values[ext.name] for rs in keyed.values()])
+        inserts, updates = [], []
+        for key, group in keyed.items():
+            if len(group) > 1:
+                for row in group:
+                    row.errors.append(
+                        RowError(
+                            "DUPLICATE_EXTERNAL_ID",
+                            f"Duplicate external id specified: {row.values[ext.name]}",
+                            [ext.name],
+                        )
+                    )
+                continue
+            row = group[0]
+            matches = [rid for rid, deleted in existing.get(key, []) if not deleted]
+            if len(matches) > 1:
+                row.errors.append(
+                    RowError(
+                        "DUPLICATE_EXTERNAL_ID",
+                        f"{ext.name}: more than one record found for external id field: {matches}",
+                        [ext.name],
+                    )
+                )
+            elif matches:
+                row.id = matches[0]
+                updates.append(row)
+            else:
+                inserts.append(row)
+        return inserts, updates
+
+    def _check_unique(self, obj: ObjectDef, rows: list[_Row]) -> None:
+        """DUPLICATE_VALUE for a unique value held by another live record or an earlier row."""
+        for f in obj.unique_fields:
+            values = [r.values[f.name] for r in rows if not r.errors and r.values.get(f.name) is not None]
+            if not values:
+                continue
+            holders = {k: [rid for rid, deleted in v if not deleted] for k, v in self._lookup(obj, f, values).items()}
+            for row in rows:
+                value = row.values.get(f.name)
+                if row.errors or value is None:
+                    continue
+                key = _fold(value)
+                others = [rid for rid in holders.get(key, []) if rid != row.id]
+                if others:
+                    row.errors.append(
+                        RowError(
+                            "DUPLICATE_VALUE",
+                            f"duplicate value found: {f.name} duplicates value on record with id: {others[0]}",
+                            [f.name],
+                        )
+                    )
+                else:
+                    holders.setdefault(key, []).append(row.id or "")
+
+    def _lock_faults(self, rows: list[_Row]) -> None:
+        if self.lock_row_rate <= 0:
+            return
+        for row in rows:
+            if not row.errors and self.rng.random() < self.lock_row_rate:
+                row.errors.append(
+                    RowError(
+                        "UNABLE_TO_LOCK_ROW",
+                        f"unable to obtain exclusive access to this record or 1 records: {row.id or ''}".rstrip(),
+                        [],
+                    )
+                )
+
+    def _insert(self, obj: ObjectDef, rows: list[_Row], stamp: str) -> None:
+        required = [f for f in obj.data_fields if f.required and f.type != "boolean"]
+        for row in rows:
+            if row.errors:
+                continue
+            missing = [f.name for f in required if row.values.get(f.name) is None]
+            if missing:
+                row.errors.append(
+                    RowError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+                )
+        # Ids are reserved before the unique check so that a duplicate within the batch can name
+        # the record it collides with; Salesforce ids are not contiguous either.
+        candidates = [r for r in rows if not r.errors]
+        for row, rid in zip(candidates, self._reserve_ids(obj, len(candidates)), strict=True):
+            row.id = rid
+        self._check_unique(obj, rows)
+        self._lock_faults(rows)
+        ok = [r for r in rows if not r.errors]
+        if not ok:
+            return
+        names = list(obj.fields)
+        booleans = {f.name for f in obj.fields.values() if f.type == "boolean"}
+        for row in ok:
+            row.key = "created"
+        params = []
+        for row in ok:
+            values = row.values
+            system = {
+                "Id": row.id,
+                "IsDeleted": 0,
+                "CreatedDate": stamp,
+                "LastModifiedDate": stamp,
+                "SystemModstamp": stamp,
+            }
+            params.append(
+                [system[n] if n in system else (values.get(n) or 0) if n in booleans else values.get(n) for n in names]
+            )
+        marks = ",".join("?" * len(names))
+        cols = ",".join(_q(n) for n in names)
+        self.conn.executemany(f"INSERT INTO {_q(obj.name)} ({cols}) VALUES ({marks})", params)
+
+    def _update(self, obj: ObjectDef, rows: list[_Row], stamp: str) -> None:
+        for row in rows:
+            if row.errors:
+                continue
+            for name, value in row.values.items():
+                f = obj.fields[name]
+                if value is not None and not f.updateable:
+                    row.errors.append(_not_writable(f))
+                    break
+                if value is None and f.required and f.type != "boolean":
+                    row.errors.append(
+                        RowError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{name}]", [name])
+                    )
+                    break
+        self._check_unique(obj, rows)
+        self._lock_faults(rows)
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        for row in rows:
+            if row.errors:
+                continue
+            row.key = "updated"
+            names = tuple(row.values)
+            values = [(v or 0) if obj.fields[n].type == "boolean" else v for n, v in row.values.items()]
+            groups.setdefault(names, []).append([*values, stamp, stamp, row.id])
+        for names, params in groups.items():
+            sets = ", ".join(f"{_q(n)} = ?" for n in (*names, "LastModifiedDate", "SystemModstamp"))
+            self.conn.executemany(f"UPDATE {_q(obj.name)} SET {sets} WHERE Id = ?", params)
+
+    def _delete(self, obj: ObjectDef, rows: list[_Row], stamp: str, *, hard: bool) -> None:
+        self._lock_faults(rows)
+        ids = [r.id for r in rows if not r.errors]
+        for row in rows:
+            if not row.errors:
+                row.key = "deleted"
+        for part in _chunks(ids):
+            marks = ",".join("?" * len(part))
+            if hard:
+                self.conn.execute(f"DELETE FROM {_q(obj.name)} WHERE Id IN ({marks})", list(part))
+            else:
+                self.conn.execute(
+                    f"UPDATE {_q(obj.name)} SET IsDeleted = 1, SystemModstamp = ? WHERE Id IN ({marks})",
+                    [stamp, *part],
+                )
+            # Deleting a parent clears the lookups that point at it, as Salesforce does for lookups.
+            for child in self.schema.objects.values():
+                for f in child.fields.values():
+                    if f.type == "reference" and obj.name in f.reference_to:
+                        self.conn.execute(
+                            f"UPDATE {_q(child.name)} SET {_q(f.name)} = NULL WHERE {_q(f.name)} IN ({marks})",
+                            list(part),
+                        )
+
+    def undelete(self, obj: ObjectDef, ids: Sequence[str]) -> None:
+        with self.lock:
+            for part in _chunks(list(ids)):
+                marks = ",".join("?" * len(part))
+                self.conn.execute(f"UPDATE {_q(obj.name)} SET IsDeleted = 0 WHERE Id IN ({marks})", list(part))
+
+
+def _fold(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _not_writable(f: FieldDef) -> RowError:
+    return RowError(
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        f"Unable to create/update fields: {f.name}. Please check the security settings of this field "
+        "and verify that it is read/write for your profile or permission set.",
+        [f.name],
+    )
+
+
+def _rolled_back(result: RowResult) -> RowResult:
+    if not result.success:
+        return RowResult(id=None, errors=result.errors)
+    return RowResult(
+        id=None,
+        errors=[
+            RowError(
+                "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                "Record rolled back because not all records were valid and the request was using AllOrNone header",
+            )
+        ],
+    )

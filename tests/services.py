@@ -1,0 +1,97 @@
+"""Start and stop the real services the tests use, on free ports, and always clean them up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+CREDENTIALS = {
+    "username": "dms@example.com",
+    "password": "dms-password",
+    "client_id": "dms-local-client",
+    "client_secret": "dms-local-secret",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class EmulatorProcess:
+    """A running `python -m salesforce_emulator` and how to reach it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    ca_file: Path
+    log_file: Path
+    args: tuple[str, ...] = ()
+    _session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def admin(self, path: str, method: str = "GET", json: Any = None) -> Any:
+        resp = self._session.request(method, self.base_url + path, json=json, verify=str(self.ca_file), timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def token(self) -> dict[str, Any]:
+        """An OAuth password-grant token, as the DMS hook obtains it."""
+        resp = self._session.post(
+            f"{self.base_url}/services/oauth2/token",
+            data={"grant_type": "password", **CREDENTIALS},
+            verify=str(self.ca_file),
+            timeout=30,
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_emulator(
+    org: Path, *, cert_dir: Path, extra_args: tuple[str, ...] = (), port: int | None = None
+) -> EmulatorProcess:
+    port = port or free_port()
+    log_file = cert_dir / f"emulator-{port}.log"
+    args = ("--org", str(org), "--port", str(port), "--cert-dir", str(cert_dir), *extra_args)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "salesforce_emulator", *args], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+    proc = EmulatorProcess(process, port, cert_dir / "ca.pem", log_file, args)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the emulator exited with {process.returncode}: {log_file.read_text()[-2000:]}")
+        if proc.ca_file.exists():
+            try:
+                requests.get(f"{proc.base_url}/__emulator/health", verify=str(proc.ca_file), timeout=2)
+                return proc
+            except requests.RequestException:
+                pass
+        time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"the emulator did not answer within 60 s: {log_file.read_text()[-2000:]}")
