@@ -80,15 +80,16 @@ async def admin_health(request: Request) -> Response:
 
 async def admin_reset(request: Request) -> Response:
     emu: Emulator = request.app.state.emulator
+    # Bulk workers stop first, so a batch in flight cannot write into the freshly wiped store.
+    for ext in emu.extensions.values():
+        reset = getattr(ext, "reset", None)
+        if reset is not None:
+            reset()
     emu.store.reset()
     emu.set_faults(**Faults().as_dict())
     with emu.lock:
         emu.api_calls = 0
         emu.delayed_calls = 0
-    for ext in emu.extensions.values():
-        reset = getattr(ext, "reset", None)
-        if reset is not None:
-            reset()
     return JSONResponse({"reset": True})
 
 

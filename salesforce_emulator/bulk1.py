@@ -372,9 +372,6 @@ class Bulk1:
         return None
 
     def add_batch(self, job: Job, body: bytes) -> Batch | JSONResponse:
-        with self.lock:
-            if job.state != "Open":
-                return bulk_error(400, "InvalidJobState", f"Job {job.id} is not open: its state is {job.state}")
         if len(body) > MAX_BATCH_BYTES:
             return bulk_error(400, "InvalidBatch", f"Exceeded max size limit of {MAX_BATCH_BYTES}")
         records: list[dict[str, Any]] | None = None
@@ -402,7 +399,7 @@ class Bulk1:
             soql=soql,
         )
         with self.lock:
-            # Re-checked: a close may have raced with the parsing above.
+            # Checked under the lock that close and abort take, so no batch slips into a closed job.
             if job.state != "Open":
                 return bulk_error(400, "InvalidJobState", f"Job {job.id} is not open: its state is {job.state}")
             job.batches.append(batch)

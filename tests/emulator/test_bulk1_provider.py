@@ -16,7 +16,7 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceGeneralError
 
-from salesforce_emulator.bulk1 import Bulk1
+from salesforce_emulator.bulk1 import Batch, Bulk1, Job
 from salesforce_emulator.schema import load_schema
 from salesforce_emulator.state import Emulator
 from salesforce_emulator.store import Store
@@ -99,7 +99,11 @@ def test_insert_results_follow_input_order_across_batches_with_row_errors(
         "created": False,
         "id": None,
         "errors": [
-            {"statusCode": "REQUIRED_FIELD_MISSING", "message": "Required fields are missing: [Name]", "fields": ["Name"]}
+            {
+                "statusCode": "REQUIRED_FIELD_MISSING",
+                "message": "Required fields are missing: [Name]",
+                "fields": ["Name"],
+            }
         ],
     }
     assert results[3]["errors"][0]["statusCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
@@ -399,7 +403,7 @@ def test_bulk_operator_insert_returns_results_and_writes_records(
 ) -> None:
     from airflow.providers.salesforce.operators.bulk import SalesforceBulkOperator
 
-    op = SalesforceBulkOperator(
+    insert_accounts = SalesforceBulkOperator(
         task_id="insert_accounts",
         operation="insert",
         object_name="Account",
@@ -407,7 +411,7 @@ def test_bulk_operator_insert_returns_results_and_writes_records(
         salesforce_conn_id=airflow_salesforce_conn,
     )
 
-    result = op.execute(context={})
+    result = insert_accounts.execute(context={})
 
     assert [r["success"] for r in result] == [True, False]
     assert result[1]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING"
@@ -421,7 +425,7 @@ def test_bulk_operator_upsert_matches_on_the_external_id(
     from airflow.providers.salesforce.operators.bulk import SalesforceBulkOperator
 
     existing = sf.bulk.Account.insert([{"Name": "Before", "Legacy_Id__c": "OU-1"}])[0]["id"]
-    op = SalesforceBulkOperator(
+    upsert_accounts = SalesforceBulkOperator(
         task_id="upsert_accounts",
         operation="upsert",
         object_name="Account",
@@ -432,7 +436,7 @@ def test_bulk_operator_upsert_matches_on_the_external_id(
         salesforce_conn_id=airflow_salesforce_conn,
     )
 
-    result = op.execute(context={})
+    result = upsert_accounts.execute(context={})
 
     assert [(r["success"], r["created"]) for r in result] == [(True, False), (True, True)]
     assert result[0]["id"] == existing
@@ -485,8 +489,9 @@ def bulk_in_process() -> Bulk1:
 def test_batch_goes_queued_then_in_progress_then_completed(bulk_in_process: Bulk1) -> None:
     bulk = bulk_in_process
     job = bulk.create_job({"operation": "insert", "object": "Account", "contentType": "JSON"}, VERSION)
-    assert not isinstance(job, Exception) and hasattr(job, "id")
+    assert isinstance(job, Job)
     batch = bulk.add_batch(job, b'[{"Name": "A"}, {"Name": "B"}]')
+    assert isinstance(batch, Batch)
     assert bulk.batch_json(batch)["state"] == "Queued"
     assert bulk.job_json(job)["numberBatchesQueued"] == 1
 
