@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Airflow reads its configuration at first import: point it at a throw-away home and at
+# this project's DAGs before any test imports it, so no test touches ~/airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dms-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 # The emulator and the engine are importable the way Airflow and `python -m` see them.
 for entry in (ROOT, ROOT / "plugins"):
     if str(entry) not in sys.path:

@@ -1,0 +1,115 @@
+"""Spec → DAG: Params for the trigger form, one task group per object, reconcile at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, TaskGroup
+
+from dms.errors import SpecError
+from dms.spec import MigrationSpec, load_spec
+
+
+def _params(spec: MigrationSpec) -> dict[str, Param]:
+    return {
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Extract, transform and validate every row, and load nothing into Salesforce.",
+        ),
+        "chunk_rows": Param(
+            spec.chunk_rows,
+            type="integer",
+            minimum=1,
+            maximum=10_000_000,
+            title="Rows per chunk",
+            description="Rows read, staged and loaded together. Memory per task grows with this, not with the file.",
+        ),
+        "max_error_rate": Param(
+            spec.max_error_rate,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Maximum error rate",
+            description="Share of source rows that may fail in Salesforce before the run is marked failed "
+            "(0 = any failed row fails the run). Rejected rows are reported either way.",
+        ),
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            title="Full refresh",
+            description="Forget this run's staged chunks and load ledger, and extract and load everything again.",
+        ),
+    }
+
+
+def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
+    """One DAG for one spec; its ids depend only on the spec, so they are stable across parses."""
+    from dms.operators.extract import ExtractOperator
+    from dms.operators.load import LoadOperator
+    from dms.operators.reconcile import ReconcileOperator
+    from dms.operators.transform import TransformOperator
+
+    doc = f"# {spec.name}\n\n{spec.description}\n\nSpec: `{spec_file.name}`. Objects: " + ", ".join(
+        f"`{o.name}` → {o.sobject} ({o.operation})" for o in spec.objects
+    )
+    with DAG(
+        dag_id=spec.dag_id,
+        description=(spec.description or spec.name)[:200],
+        doc_md=doc,
+        schedule=spec.schedule,
+        start_date=pendulum.parse(spec.start_date, tz=spec.timezone),
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"dms", *spec.tags}),
+        params=_params(spec),
+        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": pendulum.duration(seconds=30)},
+    ) as dag:
+        common: dict[str, Any] = {"spec_file": str(spec_file)}
+        extracts, transforms, loads = {}, {}, {}
+        for obj in spec.objects:
+            with TaskGroup(group_id=obj.name, tooltip=f"{obj.sobject} ({obj.operation})"):
+                extract = ExtractOperator(task_id="extract", object_name=obj.name, **common)
+                transform = TransformOperator.partial(task_id="transform", object_name=obj.name, **common).expand(
+                    chunk=extract.output
+                )
+                load = LoadOperator.partial(task_id="load", object_name=obj.name, **common).expand(
+                    chunk=transform.output
+                )
+            extracts[obj.name], transforms[obj.name], loads[obj.name] = extract.output, transform.output, load.output
+        ReconcileOperator(
+            task_id="reconcile",
+            extracts=extracts,
+            transforms=transforms,
+            loads=loads,
+            trigger_rule="all_done",
+            retries=0,
+            **common,
+        )
+    return dag
+
+
+def build_dags(spec_dir: Path) -> dict[str, DAG]:
+    """Every spec in `spec_dir` as a DAG; any invalid spec raises one error naming each file and path.
+
+    Raising makes it an import error of the DAG file, which Airflow shows on its front page:
+    a broken spec must be fixed, not silently skipped.
+    """
+    dags: dict[str, DAG] = {}
+    errors: list[str] = []
+    for path in sorted(spec_dir.glob("*.y*ml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            errors.append(str(exc))
+            continue
+        if spec.dag_id in dags:
+            errors.append(f"{path}: name {spec.name!r} is used by another spec")
+            continue
+        dags[spec.dag_id] = build_dag(spec, path)
+    if errors:
+        raise SpecError("\n".join(errors))
+    return dags

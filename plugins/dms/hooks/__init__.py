@@ -1,0 +1,1 @@
+"""Hooks that extend the providers' own: Salesforce, Redis staging, Cloudant audit."""

@@ -1,0 +1,46 @@
+"""Redis hook for the stage: the provider's hook, kept off the Celery broker's database."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+from airflow.providers.redis.hooks.redis import RedisHook
+
+from dms.errors import FatalError
+
+# Celery's broker conventionally uses db 0; the stage never shares it.
+DEFAULT_STAGING_DB = 1
+
+
+class DmsRedisHook(RedisHook):
+    """RedisHook whose default connection is `dms_staging` and whose database is never the broker's."""
+
+    default_conn_name = "dms_staging"
+    hook_name = "Redis (DMS staging)"
+
+    def __init__(self, redis_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(redis_conn_id=redis_conn_id, **kwargs)
+
+    def get_conn(self) -> Any:
+        if self.redis is not None:
+            return self.redis
+        client = super().get_conn()
+        if self.db is None and not self.cluster:
+            import redis
+
+            # A connection without a db would stage on db 0, next to Celery's queues.
+            self.db = DEFAULT_STAGING_DB
+            client = redis.Redis(**{**client.connection_pool.connection_kwargs, "db": self.db})
+            self.redis = client
+        broker = os.environ.get("AIRFLOW__CELERY__BROKER_URL", "")
+        if broker.startswith("redis"):
+            parsed = urlparse(broker)
+            broker_db = int((parsed.path or "/0").lstrip("/") or 0)
+            if (parsed.hostname, parsed.port or 6379, broker_db) == (self.host, int(self.port or 6379), self.db):
+                raise FatalError(
+                    f"Redis connection {self.redis_conn_id!r} points at the Celery broker's database {self.db}; "
+                    "give it its own 'db' in the connection extra"
+                )
+        return client

@@ -1,0 +1,1 @@
+"""One operator per pipeline step: extract, transform, load, reconcile."""

@@ -1,0 +1,83 @@
+"""What every DMS step shares: its spec, its run's keys, the stage and the configured roots."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from dms.errors import FatalError
+from dms.spec import MigrationSpec, ObjectSpec, load_spec
+from dms.staging import ChunkKey, Stage
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def data_root() -> Path:
+    """Where source files may be read from; every path is resolved inside it."""
+    return Path(os.environ.get("DMS_DATA_ROOT", PROJECT_ROOT / "include" / "data")).resolve()
+
+
+def results_root() -> Path:
+    """Where reject and error CSVs are written for people to download."""
+    return Path(os.environ.get("DMS_RESULTS_DIR", PROJECT_ROOT / ".run" / "results")).resolve()
+
+
+def resolve_data_path(relative: str) -> Path:
+    """A source path inside the data root, or a FatalError naming it."""
+    root = data_root()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise FatalError(f"source path {relative!r} leaves the data root {root}")
+    if not path.is_file():
+        raise FatalError(f"source file {relative!r} not found under the data root {root}")
+    return path
+
+
+class DmsOperator(BaseOperator):
+    """Base of the DMS steps: loads its spec lazily and knows its run's stage keys."""
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, spec_file: str, object_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec_file = spec_file
+        self.object_name = object_name
+
+    @cached_property
+    def spec(self) -> MigrationSpec:
+        return load_spec(self.spec_file)
+
+    @property
+    def obj(self) -> ObjectSpec:
+        for candidate in self.spec.objects:
+            if candidate.name == self.object_name:
+                return candidate
+        raise FatalError(f"{self.spec_file}: no object named {self.object_name!r}")
+
+    def stage(self) -> Stage:
+        from dms.hooks.redis import DmsRedisHook
+
+        return Stage(DmsRedisHook(redis_conn_id=self.spec.connections.staging).get_conn())
+
+    @staticmethod
+    def run_ids(context: Context) -> tuple[str, str]:
+        ti = context["ti"]
+        return ti.dag_id, ti.run_id
+
+    def chunk_key(self, context: Context, chunk: int, object_name: str | None = None) -> ChunkKey:
+        dag_id, run_id = self.run_ids(context)
+        return ChunkKey(dag_id, run_id, object_name or self.object_name or "", chunk)
+
+    def param(self, context: Context, name: str, default: Any) -> Any:
+        value = context["params"].get(name)
+        return default if value is None else value
+
+    def audit(self) -> Any:
+        from dms.audit import Audit
+        from dms.hooks.cloudant import DmsCloudantHook
+
+        return Audit(DmsCloudantHook(cloudant_conn_id=self.spec.connections.audit).get_conn())

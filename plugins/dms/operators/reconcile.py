@@ -1,0 +1,133 @@
+"""Reconcile (per run): source rows = loaded + rejected + failed for every object, or the run fails."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Context
+
+from dms.errors import ReconcileError
+from dms.operators.base import DmsOperator, results_root
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet shows as text, never evaluates."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows([[safe_cell(v) for v in row] for row in rows])
+
+
+class ReconcileOperator(DmsOperator):
+    """Check the counts of every object, write the reject and error CSVs and the run summary."""
+
+    template_fields = ("extracts", "transforms", "loads")
+
+    def __init__(
+        self,
+        *,
+        extracts: dict[str, Any],
+        transforms: dict[str, Any],
+        loads: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.extracts = extracts
+        self.transforms = transforms
+        self.loads = loads
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        dag_id, run_id = self.run_ids(context)
+        dry_run = bool(self.param(context, "dry_run", False))
+        max_error_rate = float(self.param(context, "max_error_rate", self.spec.max_error_rate))
+        stage = self.stage()
+        out_dir = results_root() / dag_id / run_id.replace(":", "_").replace("+", "_")
+        summary: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "dry_run": dry_run, "objects": {}}
+        problems: list[str] = []
+        for obj in self.spec.objects:
+            extracted = list(self.extracts.get(obj.name) or [])
+            transformed = {int(t["chunk"]): t for t in (self.transforms.get(obj.name) or [])}
+            loaded = {int(x["chunk"]): x for x in (self.loads.get(obj.name) or [])}
+            source = sum(int(e["rows"]) for e in extracted)
+            counts = {
+                "source": source,
+                "ready": sum(int(t["ready"]) for t in transformed.values()),
+                "rejected": sum(int(t["rejected"]) for t in transformed.values()),
+                "loaded": sum(int(x["loaded"]) for x in loaded.values()),
+                "failed": sum(int(x["failed"]) for x in loaded.values()),
+                "created": sum(int(x.get("created", 0)) for x in loaded.values()),
+                "chunks": len(extracted),
+            }
+            missing = [
+                e["chunk"] for e in extracted if int(e["chunk"]) not in transformed or int(e["chunk"]) not in loaded
+            ]
+            if missing:
+                problems.append(f"{obj.name}: chunks {missing} have no transform or load result")
+            outcome = counts["ready"] if dry_run else counts["loaded"] + counts["failed"]
+            if source != outcome + counts["rejected"]:
+                problems.append(
+                    f"{obj.name}: {source} source rows but "
+                    + (
+                        f"{counts['ready']} ready"
+                        if dry_run
+                        else f"{counts['loaded']} loaded + {counts['failed']} failed"
+                    )
+                    + f" + {counts['rejected']} rejected"
+                )
+            rejects_path, errors_path = self._write_reports(stage, context, obj.name, sorted(transformed), out_dir)
+            counts["rejects_csv"], counts["errors_csv"] = str(rejects_path), str(errors_path)
+            if source and not dry_run and counts["failed"] / source > max_error_rate:
+                problems.append(
+                    f"{obj.name}: {counts['failed']} of {source} rows failed in Salesforce "
+                    f"({counts['failed'] / source:.2%} > max_error_rate {max_error_rate:.2%})"
+                )
+            summary["objects"][obj.name] = counts
+        summary["status"] = "failed" if problems else "success"
+        summary["problems"] = problems
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.audit().write_run(dag_id, run_id, {"type": "run", **summary, "spec": self.spec.name})
+        for name, c in summary["objects"].items():
+            self.log.info(
+                "%s: source %s, loaded %s, rejected %s, failed %s",
+                name,
+                c["source"],
+                c["loaded"],
+                c["rejected"],
+                c["failed"],
+            )
+        if problems:
+            raise ReconcileError("reconcile failed:\n  " + "\n  ".join(problems))
+        return {name: {k: v for k, v in c.items() if not k.endswith("_csv")} for name, c in summary["objects"].items()}
+
+    def _write_reports(
+        self, stage: Any, context: Context, object_name: str, chunks: list[int], out_dir: Path
+    ) -> tuple[Path, Path]:
+        from dms.staging import StageMissingError
+
+        rejects: list[list[Any]] = []
+        failures: list[list[Any]] = []
+        for chunk in chunks:
+            key = self.chunk_key(context, chunk, object_name)
+            rejects.extend(list(r.values()) for r in stage.get_table(key, "rejects").to_pylist())
+            # Dry runs and empty chunks load nothing, so they stage no failures.
+            with contextlib.suppress(StageMissingError):
+                failures.extend(list(r.values()) for r in stage.get_table(key, "failures").to_pylist())
+        rejects_path = out_dir / f"{object_name}_rejects.csv"
+        errors_path = out_dir / f"{object_name}_errors.csv"
+        write_csv(rejects_path, ["row", "key", "field", "reason", "code"], rejects)
+        write_csv(errors_path, ["row", "key", "salesforce_id", "error_code", "message"], failures)
+        return rejects_path, errors_path

@@ -1,0 +1,52 @@
+"""Transform (mapped per chunk): map, cast, validate; stage ready rows and rejects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Context
+
+from dms.errors import ReconcileError
+from dms.operators.base import DmsOperator
+
+
+class TransformOperator(DmsOperator):
+    """Turn one raw chunk into rows ready for Salesforce and rejected rows with reasons."""
+
+    template_fields = ("chunk",)
+
+    def __init__(self, *, chunk: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.chunk = chunk
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import pandas as pd
+        import pyarrow as pa
+
+        from dms.transform import transform_chunk
+
+        dag_id, run_id = self.run_ids(context)
+        key = self.chunk_key(context, int(self.chunk["chunk"]))
+        stage = self.stage()
+        raw = stage.get_table(key, "raw")
+        describe = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:describe")
+        result = transform_chunk(self.obj, raw, describe)
+        malformed = stage.get_json(key.redis_key("malformed")) or []
+        rejects = result.rejects
+        if malformed:
+            rejects = pd.concat([rejects, pd.DataFrame(malformed, columns=rejects.columns)], ignore_index=True)
+        stage.put_table(key, "ready", pa.Table.from_pandas(result.ready, preserve_index=False))
+        stage.put_table(key, "rejects", pa.Table.from_pandas(rejects.astype(str), preserve_index=False))
+        out = {
+            "object": self.object_name,
+            "chunk": key.chunk,
+            "rows": int(self.chunk["rows"]),
+            "ready": len(result.ready),
+            "rejected": len(rejects),
+        }
+        if out["ready"] + out["rejected"] != out["rows"]:
+            raise ReconcileError(f"chunk {key.chunk} of {self.object_name}: transform lost rows: {out}")
+        self.log.info(
+            "chunk %s of %s: %s ready, %s rejected", key.chunk, self.object_name, out["ready"], out["rejected"]
+        )
+        return out

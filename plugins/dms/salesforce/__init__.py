@@ -1,0 +1,1 @@
+"""Salesforce APIs as DMS uses them: Bulk API 2.0 ingest and its results."""

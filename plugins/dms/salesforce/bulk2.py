@@ -1,0 +1,88 @@
+"""Bulk API 2.0 ingest, step by step, so the job id can be written to the ledger before uploading.
+
+simple_salesforce's high-level bulk2 calls hide the job id until the job is done; a task
+killed mid-upload could then never find its job again. This client uses the same session
+(simple_salesforce's requests session and headers) for each documented step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from dms.errors import FatalError, RetriableError
+
+if TYPE_CHECKING:
+    from simple_salesforce import Salesforce
+
+TERMINAL_STATES = {"JobComplete", "Failed", "Aborted"}
+ResultKind = Literal["successfulResults", "failedResults", "unprocessedrecords"]
+
+
+class Bulk2Error(FatalError):
+    """Salesforce refused a Bulk API 2.0 request."""
+
+
+class Bulk2Client:
+    """The documented Bulk API 2.0 ingest resources, over an authenticated simple_salesforce session."""
+
+    def __init__(self, sf: Salesforce, timeout: float = 300.0) -> None:
+        self.sf = sf
+        self.base = sf.bulk2_url + "ingest"
+        self.timeout = timeout
+
+    def _call(self, method: str, url: str, *, json: Any = None, data: bytes | None = None, csv: bool = False):
+        import requests
+
+        headers = dict(self.sf.headers)
+        if data is not None:
+            headers["Content-Type"] = "text/csv"
+        if csv:
+            headers["Accept"] = "text/csv"
+        try:
+            resp = self.sf.session.request(method, url, headers=headers, json=json, data=data, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise RetriableError(f"Bulk API {method} {url.rsplit('/', 2)[-2:]} failed: {type(exc).__name__}") from None
+        if resp.status_code in (429, 500, 502, 503, 504):
+            raise RetriableError(f"Bulk API answered {resp.status_code}: {resp.text[:300]}")
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json()
+                detail = detail[0] if isinstance(detail, list) and detail else detail
+                code = detail.get("errorCode", resp.status_code)
+                message = detail.get("message", "")
+            except ValueError:
+                code, message = resp.status_code, resp.text[:300]
+            if code == "REQUEST_LIMIT_EXCEEDED":
+                raise RetriableError(f"Salesforce API limit reached: {message}")
+            raise Bulk2Error(f"Bulk API {method} refused: {code}: {message}")
+        return resp
+
+    def create_job(self, sobject: str, operation: str, external_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"object": sobject, "operation": operation, "contentType": "CSV", "lineEnding": "LF"}
+        if external_id:
+            body["externalIdFieldName"] = external_id
+        return self._call("POST", self.base, json=body).json()
+
+    def upload(self, job_id: str, csv_bytes: bytes) -> None:
+        self._call("PUT", f"{self.base}/{job_id}/batches", data=csv_bytes)
+
+    def set_state(self, job_id: str, state: Literal["UploadComplete", "Aborted"]) -> dict[str, Any]:
+        return self._call("PATCH", f"{self.base}/{job_id}", json={"state": state}).json()
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.base}/{job_id}").json()
+
+    def wait(self, job_id: str, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> dict:
+        """Poll until the job is JobComplete, Failed or Aborted, backing off to 10 s between polls."""
+        delay = poll_seconds
+        while True:
+            job = self.get_job(job_id)
+            if job["state"] in TERMINAL_STATES:
+                return job
+            sleep(delay)
+            delay = min(delay * 1.5, 10.0)
+
+    def results(self, job_id: str, kind: ResultKind) -> bytes:
+        return self._call("GET", f"{self.base}/{job_id}/{kind}", csv=True).content

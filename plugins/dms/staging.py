@@ -1,0 +1,99 @@
+"""The stage: chunks in Redis as Arrow IPC (zstd), and the load ledger.
+
+Arrow IPC rather than pickle, because unpickling bytes from a shared cache runs code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dms.errors import FatalError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import redis
+
+DEFAULT_TTL_SECONDS = 3 * 24 * 3600
+
+
+class StageMissingError(FatalError):
+    """A staged chunk is gone (expired, or Redis lost its data): the step before must run again."""
+
+
+@dataclass(frozen=True)
+class ChunkKey:
+    """Where one chunk of one object of one run lives."""
+
+    dag_id: str
+    run_id: str
+    object_name: str
+    chunk: int
+
+    def redis_key(self, kind: str) -> str:
+        return f"dms:stage:{self.dag_id}:{self.run_id}:{self.object_name}:{kind}:{self.chunk:06d}"
+
+    @property
+    def ledger_key(self) -> str:
+        return f"dms:ledger:{self.dag_id}:{self.run_id}:{self.object_name}:{self.chunk:06d}"
+
+
+class Stage:
+    """Put and get Arrow tables and small JSON documents under a run's keys."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
+        self.client = client
+        self.ttl = ttl_seconds
+
+    def put_table(self, key: ChunkKey, kind: str, table: pa.Table | pa.RecordBatch) -> int:
+        """Store a table; return its size in bytes."""
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+            writer.write(table)
+        payload = sink.getvalue().to_pybytes()
+        self.client.set(key.redis_key(kind), payload, ex=self.ttl)
+        return len(payload)
+
+    def get_table(self, key: ChunkKey, kind: str) -> pa.Table:
+        import pyarrow as pa
+
+        payload = self.client.get(key.redis_key(kind))
+        if payload is None:
+            raise StageMissingError(
+                f"staged {kind} chunk {key.chunk} of {key.object_name} (run {key.run_id}) is missing from Redis: "
+                "it expired or Redis lost its data; clear the upstream task of this chunk to stage it again"
+            )
+        with pa.ipc.open_stream(pa.py_buffer(payload)) as reader:
+            return reader.read_all()
+
+    def put_json(self, name: str, value: Any) -> None:
+        self.client.set(f"dms:meta:{name}", json.dumps(value), ex=self.ttl)
+
+    def get_json(self, name: str) -> Any:
+        raw = self.client.get(f"dms:meta:{name}")
+        return None if raw is None else json.loads(raw)
+
+    # ------------------------------------------------------------ ledger
+
+    def ledger(self, key: ChunkKey) -> dict[str, str]:
+        raw = self.client.hgetall(key.ledger_key)
+        return {
+            k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v for k, v in raw.items()
+        }
+
+    def record(self, key: ChunkKey, **fields: Any) -> None:
+        """Write ledger fields; the job id is written before an upload so a retry can find the job."""
+        self.client.hset(key.ledger_key, mapping={k: str(v) for k, v in fields.items()})
+        self.client.expire(key.ledger_key, self.ttl)
+
+    def clear_run(self, dag_id: str, run_id: str) -> int:
+        """Delete every stage key and ledger of a run (for a full refresh)."""
+        count = 0
+        for pattern in (f"dms:stage:{dag_id}:{run_id}:*", f"dms:ledger:{dag_id}:{run_id}:*"):
+            for k in self.client.scan_iter(match=pattern, count=1000):
+                count += self.client.delete(k)
+        return count
