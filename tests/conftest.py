@@ -24,7 +24,8 @@ for entry in (ROOT, ROOT / "plugins"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from tests.services import EmulatorProcess, start_emulator  # noqa: E402
+from scripts.audit_server import AuditServer, running_servers, start_audit_server  # noqa: E402
+from scripts.services import EmulatorProcess, start_emulator  # noqa: E402
 
 SAMPLE_ORG = ROOT / "include" / "org" / "sample_org.yaml"
 
@@ -66,3 +67,17 @@ def emulator_factory(emulator_certs: Path) -> Iterator:
     yield factory
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def audit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditServer]:
+    """One pouchdb-server for the session, on disk as the demo runs it, without an admin."""
+    server = start_audit_server(data_dir=tmp_path_factory.mktemp("audit-data"))
+    try:
+        yield server
+    finally:
+        server.stop()
+        leaked = running_servers()
+        for other in leaked:
+            other.stop()
+        assert not leaked, f"audit servers left running by the tests: {[s.pid for s in leaked]}"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from simple_salesforce import Salesforce
 
-from tests.services import ROOT, EmulatorProcess
+from scripts.services import ROOT, EmulatorProcess
 
 
 @pytest.fixture(autouse=True)

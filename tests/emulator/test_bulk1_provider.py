@@ -20,7 +20,7 @@ from salesforce_emulator.bulk1 import Batch, Bulk1, Job
 from salesforce_emulator.schema import load_schema
 from salesforce_emulator.state import Emulator
 from salesforce_emulator.store import Store
-from tests.services import EmulatorProcess
+from scripts.services import EmulatorProcess
 
 SAMPLE_ORG = Path(__file__).resolve().parents[2] / "include" / "org" / "sample_org.yaml"
 VERSION = "62.0"

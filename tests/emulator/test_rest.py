@@ -16,7 +16,7 @@ from simple_salesforce.exceptions import (
 )
 from simple_salesforce.login import soap_login
 
-from tests.services import CREDENTIALS, EmulatorProcess
+from scripts.services import CREDENTIALS, EmulatorProcess
 
 
 def _codes(exc: pytest.ExceptionInfo) -> list[str]:

@@ -95,3 +95,48 @@ def start_emulator(
         time.sleep(0.1)
     proc.stop()
     raise RuntimeError(f"the emulator did not answer within 60 s: {log_file.read_text()[-2000:]}")
+
+
+@dataclass
+class RedisServer:
+    """A reachable Redis: the machine's own on :6379, or one started for this session."""
+
+    host: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_redis(workdir: Path) -> RedisServer:
+    """Use the Redis on 127.0.0.1:6379 if it answers, else start a private one without persistence."""
+    if _reachable("127.0.0.1", 6379):
+        return RedisServer("127.0.0.1", 6379)
+    port = free_port()
+    log = open(workdir / "redis.log", "ab")  # noqa: SIM115 - the server keeps writing to it
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=log,
+        stderr=log,
+        cwd=workdir,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _reachable("127.0.0.1", port):
+            return RedisServer("127.0.0.1", port, process)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"could not start redis-server: see {workdir / 'redis.log'}")

@@ -1,0 +1,1 @@
+"""Developer tooling: the local stack, settings and the demo (not part of the deployed DAGs)."""

@@ -1,0 +1,77 @@
+"""Apply airflow_settings.yaml (the Astro CLI format) to a plain Airflow.
+
+`as_env()` turns its connections and variables into AIRFLOW_CONN_* / AIRFLOW_VAR_* values,
+which `airflow dags test` and a standalone Airflow read without touching the metadata DB;
+`apply()` writes them into the metadata DB with the airflow CLI, pools included.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ROOT / "airflow_settings.yaml"
+
+_FIELDS = {
+    "conn_host": "host",
+    "conn_login": "login",
+    "conn_password": "password",
+    "conn_port": "port",
+    "conn_schema": "schema",
+    "conn_extra": "extra",
+    "conn_type": "conn_type",
+}
+
+
+def load(path: Path = SETTINGS) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    section = doc.get("airflow") or {}
+    return {
+        "connections": section.get("connections") or [],
+        "pools": section.get("pools") or [],
+        "variables": section.get("variables") or [],
+    }
+
+
+def connection_json(spec: dict[str, Any]) -> str:
+    """One connection in the JSON form of AIRFLOW_CONN_<ID>."""
+    body = {_FIELDS[k]: v for k, v in spec.items() if k in _FIELDS and v not in (None, "")}
+    return json.dumps(body)
+
+
+def as_env(path: Path = SETTINGS) -> dict[str, str]:
+    settings = load(path)
+    env = {f"AIRFLOW_CONN_{c['conn_id'].upper()}": connection_json(c) for c in settings["connections"]}
+    for var in settings["variables"]:
+        env[f"AIRFLOW_VAR_{var['variable_name'].upper()}"] = str(var["variable_value"])
+    return env
+
+
+def apply(path: Path = SETTINGS, airflow: str = "airflow") -> None:
+    settings = load(path)
+    for conn in settings["connections"]:
+        subprocess.run([airflow, "connections", "delete", conn["conn_id"]], capture_output=True, check=False)
+        subprocess.run(
+            [airflow, "connections", "add", conn["conn_id"], "--conn-json", connection_json(conn)], check=True
+        )
+    for pool in settings["pools"]:
+        subprocess.run(
+            [airflow, "pools", "set", pool["pool_name"], str(pool["pool_slot"]), pool.get("pool_description", "")],
+            check=True,
+        )
+    for var in settings["variables"]:
+        subprocess.run([airflow, "variables", "set", var["variable_name"], str(var["variable_value"])], check=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["apply"]:
+        apply(airflow=str(Path(sys.executable).with_name("airflow")))
+    else:
+        for key, value in as_env().items():
+            print(f"export {key}='{value}'")
