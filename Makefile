@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN := .run
 EMULATOR_PORT ?= 8443
+AUDIT_PORT ?= 5984
 
-.PHONY: help venv test test-emulator lint emulator bench down clean
+.PHONY: help venv demo test lint emulator audit-server bench down clean
 
 help:
 	@echo "make demo      run the sample migration end to end (see README)"
 	@echo "make test      the whole test suite against real services"
 	@echo "make lint      ruff, including the Airflow (AIR) rules"
 	@echo "make emulator  run the Salesforce emulator in the foreground on :$(EMULATOR_PORT)"
+	@echo "make audit-server  the audit store (pouchdb-server) in the foreground on :$(AUDIT_PORT)"
 	@echo "make bench     the benchmarks in bench/"
 	@echo "make down      stop every service the Makefile started"
 
@@ -25,6 +27,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# Starts what is not already running (Redis, the audit store, the emulator), runs the sample
+# migration with `airflow dags test`, prints the reconciliation and stops what it started.
+demo: $(STAMP)
+	$(PY) -m scripts.demo
+
 test: $(STAMP)
 	$(PY) -m pytest
 
@@ -34,6 +41,9 @@ lint: $(STAMP)
 emulator: $(STAMP)
 	$(PY) -m salesforce_emulator --org include/org/sample_org.yaml --port $(EMULATOR_PORT) --cert-dir .emulator/certs
 
+audit-server:
+	scripts/audit_server.sh run $(AUDIT_PORT) $(RUN)/audit
+
 bench: $(STAMP)
 	$(PY) bench/bench_emulator_bulk2.py
 
@@ -42,4 +52,4 @@ down:
 	  kill "$$pid" 2>/dev/null && echo "stopped $$(basename $$f .pid) ($$pid)"; rm -f "$$f"; done; true
 
 clean: down
-	rm -rf $(VENV) .emulator $(RUN)
+	rm -rf $(VENV) .emulator $(RUN) node_modules

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict, deque
+import time
+from collections import Counter, defaultdict, deque
 from typing import Any
 
 from airflow.sdk import Context
@@ -84,14 +85,15 @@ class LoadOperator(DmsOperator):
         obj = self.obj
         key = self.chunk_key(context, int(self.chunk["chunk"]))
         out: dict[str, Any] = {**self.chunk, "loaded": 0, "failed": 0, "created": 0, "job_id": None}
+        started = time.time()
         if self.param(context, "dry_run", False):
             out["dry_run"] = True
             self.log.info("dry run: chunk %s of %s not loaded (%s ready)", key.chunk, obj.name, out.get("ready"))
-            return out
+            return self._audited(key, out, [], started)
         stage = self.stage()
         frame = stage.get_table(key, "ready").to_pandas()
         if frame.empty:
-            return out
+            return self._audited(key, out, [], started)
         columns = [c for c in frame.columns if c != ROW]
         client = Bulk2Client(DmsSalesforceHook(salesforce_conn_id=self.spec.connections.salesforce).get_conn())
 
@@ -145,6 +147,23 @@ class LoadOperator(DmsOperator):
             job["state"],
             out["loaded"],
             out["failed"],
+        )
+        return self._audited(key, out, failures, started)
+
+    def _audited(self, key: Any, out: dict[str, Any], failures: list[dict[str, Any]], started: float) -> dict:
+        """Write the chunk's audit record (a retry overwrites its own) and return the XCom value."""
+        codes = Counter(f["code"] for f in failures)
+        self.audit().write_chunk(
+            key.dag_id,
+            key.run_id,
+            key.object_name,
+            key.chunk,
+            {
+                **out,
+                "api": "bulk2",
+                "error_codes": dict(codes),
+                "load_seconds": round(time.time() - started, 3),
+            },
         )
         return out
 

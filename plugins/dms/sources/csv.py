@@ -1,0 +1,381 @@
+"""Delimited text exports, streamed in chunks of `chunk_rows` rows with every value as a string.
+
+Row numbers (`__row`, and `MalformedRow.row`) are 1-based positions in the file, the way a
+spreadsheet numbers them for an ordinary export: the header is row 1 and the first data row
+is row 2. Each line skipped by `skip_rows` counts as one row before the header. A record
+whose quoted value spans several lines counts as one row, and blank lines between data
+rows are not rows at all (pyarrow drops them and does not count them), so for files with
+either of those the row number can be smaller than the line number an editor shows.
+This is the numbering pyarrow itself uses for rows it cannot parse, which is what lets
+good rows and malformed rows share one sequence with no gaps and no overlaps.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from dms.errors import SourceError
+from dms.spec import CsvSource
+
+ROW_COLUMN = "__row"
+# pyarrow parses a block at a time. A record (even one with newlines in a quoted value) must
+# fit in one block, so this is also the longest row we can read; memory is about
+# chunk_rows rows plus one block, whatever the size of the file.
+DEFAULT_BLOCK_SIZE = 4 << 20
+# The reject code and columns of dms.transform, spelled out here so that the reader does
+# not import the transform (the dependency goes the other way).
+MALFORMED_CODE = "MALFORMED"
+_TEXT_PREVIEW = 200
+# More malformed rows than this (or than chunk_rows, if larger) waiting for one chunk means
+# a wrong delimiter or quotechar, not a few bad rows: fail instead of rejecting them all.
+MAX_MALFORMED_PER_CHUNK = 10_000
+_ENCODING_HINT = (
+    "check the spec's `encoding` (for example gb18030 for Chinese GBK/GB2312 exports, "
+    "cp1252 or latin-1 for Western Windows exports)"
+)
+
+
+class MalformedRow(NamedTuple):
+    """A source row that could not be split into the header's columns; it is reported, never dropped."""
+
+    row: int
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CsvChunk:
+    """One chunk of a file: the parsed rows, and the malformed rows that fall among them.
+
+    `batch` has a leading int64 `__row` column and one string column per header name.
+    `malformed` holds the rows whose field count did not match the header and whose row
+    number lies after the previous chunk's last row and before this chunk's last row (the
+    last chunk also takes any that follow its last row). So `batch.num_rows + len(malformed)`
+    is the number of source rows this chunk accounts for.
+    """
+
+    batch: pa.RecordBatch
+    malformed: list[MalformedRow] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.batch.num_rows + len(self.malformed)
+
+    def malformed_records(self) -> list[dict[str, Any]]:
+        """The malformed rows as reject records (row, key, field, reason, code), JSON-safe."""
+        return [
+            {
+                "row": m.row,
+                "key": "",
+                "field": "",
+                "reason": f"{m.reason}: {_preview(m.text)}",
+                "code": MALFORMED_CODE,
+            }
+            for m in self.malformed
+        ]
+
+
+def iter_csv_chunks(
+    path: Path, source: CsvSource, chunk_rows: int, *, block_size: int = DEFAULT_BLOCK_SIZE
+) -> Iterator[CsvChunk]:
+    """Stream `path` as `CsvChunk`s whose batches have exactly `chunk_rows` rows (the last one fewer).
+
+    Every column is a string: no type inference, the spec decides the types. Empty values
+    stay "" (never null). Rows with the wrong number of fields travel in `CsvChunk.malformed`
+    with their row number and text, so they can be rejected with a reason. A file whose
+    header has no data rows yields nothing. A file with only malformed rows yields chunks
+    with empty batches. Any problem with the file itself raises `SourceError` naming the
+    file and, where known, the row.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    path = Path(path)
+    names, lines_before_data = _read_header(path, source)
+    reader = _ChunkReader(path, source, names, lines_before_data, chunk_rows, block_size)
+    yield from reader
+
+
+def _preview(text: str) -> str:
+    text = text if len(text) <= _TEXT_PREVIEW else text[:_TEXT_PREVIEW] + "…"
+    return repr(text)
+
+
+def _python_encoding(encoding: str) -> str:
+    # utf-8-sig reads files with and without a BOM alike, so a BOM never ends up in the
+    # first column name.
+    return "utf-8-sig" if codecs.lookup(encoding).name in {"utf-8", "utf-8-sig"} else encoding
+
+
+def _arrow_encoding(encoding: str) -> str:
+    # pyarrow reads UTF-8 natively and transcodes anything else through Python's codecs,
+    # which is slower. A BOM only ever sits in the lines we skip (preamble or header).
+    return "utf8" if codecs.lookup(encoding).name in {"utf-8", "utf-8-sig"} else encoding
+
+
+def _read_header(path: Path, source: CsvSource) -> tuple[list[str], int]:
+    """The header's column names and the number of physical lines up to and including it.
+
+    The header is read with Python's csv module so that the names are known before pyarrow
+    starts: every column can then be declared a string, and a bad header gets an error that
+    names the column instead of a pyarrow message.
+    """
+    try:
+        handle = open(path, encoding=_python_encoding(source.encoding), newline="")  # noqa: SIM115
+    except FileNotFoundError:
+        raise SourceError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            for skipped in range(source.skip_rows):
+                if not handle.readline():
+                    raise SourceError(f"{path}: the file has only {skipped} lines, but skip_rows is {source.skip_rows}")
+            reader = csv.reader(handle, delimiter=source.delimiter, quotechar=source.quotechar)
+            header: list[str] | None = None
+            for row in reader:
+                if row:  # csv gives [] for a blank line; the header is the first non-blank one
+                    header = row
+                    break
+        except UnicodeDecodeError:
+            raise SourceError(_decode_error_message(path, source.encoding)) from None
+        except csv.Error as exc:
+            raise SourceError(
+                f"{path}: row {source.skip_rows + reader.line_num}: cannot parse the header: {exc}"
+            ) from None
+    if header is None:
+        raise SourceError(f"{path}: no header row (the file is empty after skip_rows={source.skip_rows})")
+    lines_before_data = source.skip_rows + reader.line_num
+    header_row = lines_before_data
+    # Exports often pad names ("Name ,Phone"); the spec names columns without the padding.
+    names = [name.strip() for name in header]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise SourceError(f"{path}: row {header_row}: header column {position} has no name")
+        if name == ROW_COLUMN:
+            raise SourceError(
+                f"{path}: row {header_row}: header column {position} uses the reserved name {ROW_COLUMN!r}"
+            )
+        if name in seen:
+            raise SourceError(
+                f"{path}: row {header_row}: column name {name!r} appears twice (columns {seen[name]} and {position})"
+            )
+        seen[name] = position
+    return names, lines_before_data
+
+
+def _decode_error_message(path: Path, encoding: str) -> str:
+    """Find the first line that is not valid `encoding` and say so; only called on failure."""
+    where = _first_undecodable(path, encoding)
+    return f"{path}: {where} is not valid {encoding}; {_ENCODING_HINT}"
+
+
+def _first_undecodable(path: Path, encoding: str) -> str:
+    name = codecs.lookup(encoding).name
+    ascii_compatible = "\n,a".encode(name, errors="replace") == b"\n,a"
+    try:
+        with open(path, "rb") as handle:
+            if ascii_compatible:
+                # A newline byte never occurs inside a multi-byte character of these
+                # encodings (UTF-8, GB18030, GBK, cp125x...), so decoding line by line is exact.
+                for lineno, raw in enumerate(handle, start=1):
+                    try:
+                        raw.decode(name)
+                    except UnicodeDecodeError as exc:
+                        return f"line {lineno} (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            else:
+                decoder = codecs.getincrementaldecoder(name)()
+                offset = 0
+                while block := handle.read(1 << 20):
+                    try:
+                        decoder.decode(block)
+                    except UnicodeDecodeError as exc:
+                        return f"the byte at offset {offset + exc.start}"
+                    offset += len(block)
+                decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "the end of the file"
+    except OSError:
+        pass
+    return "the file"
+
+
+class _ChunkReader:
+    """pyarrow's streaming reader, re-batched to `chunk_rows` and numbered."""
+
+    def __init__(
+        self,
+        path: Path,
+        source: CsvSource,
+        names: list[str],
+        lines_before_data: int,
+        chunk_rows: int,
+        block_size: int,
+    ) -> None:
+        self.path = path
+        self.source = source
+        self.names = names
+        self.chunk_rows = chunk_rows
+        self.block_size = block_size
+        self.schema = pa.schema([(ROW_COLUMN, pa.int64())] + [(n, pa.string()) for n in names])
+        # pyarrow numbers rows from 1 and counts each skipped line as a row, so the first
+        # data row's number is the number of lines before it plus one.
+        self.next_row = lines_before_data + 1
+        self.lines_before_data = lines_before_data
+        self.malformed: deque[MalformedRow] = deque()  # parsed, not yet handed out
+        self.unnumbered_bad: deque[int] = deque()  # malformed row numbers >= next_row
+        self.pending: deque[pa.RecordBatch] = deque()
+        self.pending_rows = 0
+        self.last_row = lines_before_data  # last good row handed out in a chunk
+        self.max_malformed = max(chunk_rows, MAX_MALFORMED_PER_CHUNK)
+        self.failure: SourceError | None = None
+
+    def _on_invalid_row(self, row: Any) -> str:
+        # pyarrow ignores exceptions raised here, so a failure is recorded for _translate
+        # and the handler answers "error" to stop the reader.
+        plural = "s" if row.actual_columns != 1 else ""
+        reason = f"row has {row.actual_columns} field{plural}, expected {row.expected_columns}"
+        if row.number is None or row.number < 0:
+            # With use_threads=False pyarrow passes the row number; without it the good
+            # rows after this one could not be numbered.
+            self.failure = SourceError(f"{self.path}: a {reason} and its row number is unknown")
+            return "error"
+        if len(self.malformed) >= self.max_malformed:
+            # Malformed rows wait in memory until the chunk they belong to is full; this
+            # many means the file is not what the spec declares, and keeps memory bounded.
+            self.failure = SourceError(
+                f"{self.path}: row {row.number}: {len(self.malformed) + 1} rows with the wrong number of fields "
+                f"within one chunk (the first at row {self.malformed[0].row}: {self.malformed[0].reason}); "
+                f"check the spec's `delimiter` ({self.source.delimiter!r}) and `quotechar` ({self.source.quotechar!r})"
+            )
+            return "error"
+        self.malformed.append(MalformedRow(int(row.number), row.text, reason))
+        self.unnumbered_bad.append(int(row.number))
+        # 'skip' keeps the stream going; the row is handed on with its chunk, not lost.
+        return "skip"
+
+    def _open(self) -> pa_csv.CSVStreamingReader:
+        source = self.source
+        try:
+            return pa_csv.open_csv(
+                str(self.path),
+                read_options=pa_csv.ReadOptions(
+                    use_threads=False,  # the only mode in which pyarrow numbers invalid rows
+                    block_size=self.block_size,
+                    skip_rows=self.lines_before_data,
+                    column_names=self.names,
+                    encoding=_arrow_encoding(source.encoding),
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=source.delimiter,
+                    quote_char=source.quotechar,
+                    double_quote=True,
+                    newlines_in_values=True,
+                    ignore_empty_lines=True,
+                    invalid_row_handler=self._on_invalid_row,
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={name: pa.string() for name in self.names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: BaseException) -> SourceError:
+        if self.failure is not None:
+            return self.failure
+        if isinstance(exc, SourceError):
+            return exc
+        if isinstance(exc, UnicodeDecodeError) or "invalid UTF8" in str(exc):
+            return SourceError(_decode_error_message(self.path, self.source.encoding))
+        # The last row parsed so far, good or malformed: the problem lies after it.
+        parsed = max([self.next_row - 1, *(m.row for m in self.malformed)])
+        after = f"after row {parsed}" if parsed > self.lines_before_data else "in the first rows"
+        message = str(exc)
+        if "straddl" in message:
+            return SourceError(
+                f"{self.path}: {after}: a quoted value is never closed, or a row is longer than "
+                f"{self.block_size} bytes; check the spec's `quotechar` ({self.source.quotechar!r})"
+            )
+        if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
+            return SourceError(f"{self.path}: cannot read: {exc.strerror or exc}")
+        return SourceError(f"{self.path}: {after}: cannot parse: {message}")
+
+    def _number(self, count: int) -> np.ndarray:
+        """Row numbers for the next `count` good rows: consecutive, skipping malformed rows."""
+        bad = np.fromiter(self.unnumbered_bad, dtype=np.int64, count=len(self.unnumbered_bad))
+        candidates = np.arange(self.next_row, self.next_row + count + len(bad), dtype=np.int64)
+        if len(bad):
+            candidates = candidates[~np.isin(candidates, bad)]
+        numbers = candidates[:count]
+        self.next_row = int(numbers[-1]) + 1
+        while self.unnumbered_bad and self.unnumbered_bad[0] < self.next_row:
+            self.unnumbered_bad.popleft()
+        return numbers
+
+    def _take(self, count: int) -> pa.RecordBatch:
+        """Pop `count` rows off the front of the pending batches; slices, so no quadratic copying."""
+        parts: list[pa.RecordBatch] = []
+        need = count
+        while need:
+            head = self.pending[0]
+            if head.num_rows <= need:
+                parts.append(self.pending.popleft())
+                need -= head.num_rows
+            else:
+                parts.append(head.slice(0, need))
+                self.pending[0] = head.slice(need)
+                need = 0
+        self.pending_rows -= count
+        return parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+
+    def _chunk(self, batch: pa.RecordBatch, final: bool) -> CsvChunk:
+        if batch.num_rows:
+            self.last_row = int(batch.column(0)[-1].as_py())
+        cut = float("inf") if final else self.last_row
+        malformed: list[MalformedRow] = []
+        while self.malformed and self.malformed[0].row < cut:
+            malformed.append(self.malformed.popleft())
+        return CsvChunk(batch=batch, malformed=malformed)
+
+    def __iter__(self) -> Iterator[CsvChunk]:
+        reader = self._open()
+        while True:
+            try:
+                raw = reader.read_next_batch()
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise self._translate(exc) from None
+            if raw.num_rows == 0:
+                continue
+            numbers = pa.array(self._number(raw.num_rows), type=pa.int64())
+            self.pending.append(pa.RecordBatch.from_arrays([numbers, *raw.columns], schema=self.schema))
+            self.pending_rows += raw.num_rows
+            while self.pending_rows >= self.chunk_rows:
+                batch = self._take(self.chunk_rows)
+                # A full chunk that ends the file is still followed by a check for trailing
+                # malformed rows below, so it is never "final" here.
+                yield self._chunk(batch, final=False)
+        if self.pending_rows:
+            yield self._chunk(self._take(self.pending_rows), final=True)
+        elif self.malformed:
+            # Malformed rows after the last good row, or a file of nothing but malformed
+            # rows: hand them out with an empty batch rather than lose them.
+            yield self._chunk(_empty(self.schema), final=True)
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)

@@ -1,0 +1,293 @@
+"""Mapping one chunk onto its target sObject: ready rows for the load, rejected rows with reasons.
+
+The pipeline for each mapped field, in order, all on whole columns:
+
+1. the source column, or the constant `value`;
+2. `strip` (all Unicode whitespace, including the ideographic space), then `case`;
+3. `value_map`, looked up after strip and case, case-sensitively. A non-empty value the map
+   does not list is rejected (VALUE_MAP), unless the map has a `"*"` entry, whose value
+   then replaces every unlisted value. Empty values pass the map untouched unless it has
+   a `""` entry. A value mapped to null or "" is empty from then on;
+4. `default`, for values that are empty at this point;
+5. the required check (REQUIRED): the spec's `required`, Salesforce's required fields on
+   insert/upsert, the external id of an upsert and the Id of an update;
+6. the cast by `type` (TYPE; see `dms.transform.casting` for the accepted inputs);
+7. the Salesforce checks: text length (LENGTH), restricted picklists (PICKLIST), email
+   shape (FORMAT).
+
+Then, over the rows still ready, duplicate external ids (DUPLICATE_KEY). A row is rejected
+once, with the first problem found: fields in the spec's order, steps in the order above.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dms.errors import FatalError
+from dms.spec import ObjectSpec
+from dms.transform.casting import cast_column, email_problem
+from dms.transform.describe import FieldTarget, resolve_targets
+from dms.transform.rejects import RejectCode, RejectLog, quoted
+
+ROW_COLUMN = "__row"
+_DUPLICATE_ROWS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    """One chunk, split: every input row is in exactly one of `ready` and `rejects`.
+
+    `ready` has `__row` and then one column per mapped field (the spec's field names), as
+    strings formatted for a Bulk API 2.0 CSV, "" meaning no value. `rejects` has one row
+    per rejected input row: `row`, `key`, `field`, `reason`, `code`.
+    """
+
+    ready: pd.DataFrame
+    rejects: pd.DataFrame
+
+    @property
+    def rows(self) -> int:
+        return len(self.ready) + len(self.rejects)
+
+
+def transform_chunk(
+    obj: ObjectSpec, batch: pa.RecordBatch | pa.Table, sobject_fields: dict[str, dict[str, Any]]
+) -> TransformResult:
+    """Map, cast and validate one chunk of `obj`'s source rows against the org's describe subset.
+
+    Raises `FatalError` before looking at any row when the spec does not fit the org or the
+    chunk (an unknown field, an incompatible type, a missing source column): those would
+    fail every row for one reason that only a change to the spec can fix.
+    """
+    targets = resolve_targets(obj, sobject_fields)
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    frame = _text_frame(obj, table, targets)
+    n = len(frame)
+    rows = frame[ROW_COLUMN].to_numpy(dtype=np.int64)
+    log = RejectLog(rows, _report_keys(obj, frame, n))
+    ready: dict[str, pd.Series] = {}
+    for target in targets:
+        ready[target.name] = _field_column(target, frame, n, log)
+    _reject_duplicate_keys(obj, targets, ready, rows, log)
+    keep = ~log.rejected
+    out = pd.DataFrame({ROW_COLUMN: rows[keep], **{name: col[keep] for name, col in ready.items()}})
+    out = out.reset_index(drop=True)
+    return TransformResult(ready=out, rejects=log.frame())
+
+
+def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) -> pd.DataFrame:
+    """The columns the spec reads, as pandas strings with "" for null, plus `__row`."""
+    if ROW_COLUMN not in table.column_names:
+        raise FatalError(f"object {obj.name!r}: the chunk has no {ROW_COLUMN!r} column (not from a DMS reader?)")
+    wanted = [t.spec.source for t in targets if t.spec.source is not None]
+    if obj.key:
+        wanted.append(obj.key)
+    missing = sorted({c for c in wanted if c not in table.column_names})
+    if missing:
+        available = [c for c in table.column_names if c != ROW_COLUMN]
+        raise FatalError(
+            f"object {obj.name!r} ({obj.sobject}): source column(s) {missing} not in the data; "
+            f"the columns are {available}"
+        )
+    arrays: dict[str, pa.ChunkedArray] = {ROW_COLUMN: table.column(ROW_COLUMN).cast(pa.int64())}
+    for name in dict.fromkeys(wanted):
+        column = table.column(name)
+        # CSV chunks are strings already; other readers may hand over typed columns.
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            column = column.cast(pa.string())
+        arrays[name] = pc.fill_null(column, "")
+    frame = pa.table(arrays).to_pandas()
+    for name in arrays:
+        if name != ROW_COLUMN and frame[name].dtype != "str":
+            frame[name] = frame[name].astype("str")
+    return frame
+
+
+def _report_keys(obj: ObjectSpec, frame: pd.DataFrame, n: int) -> pd.Series:
+    """What identifies a row in the reject report: the spec's `key` column, else the external id's source."""
+    column = obj.key
+    if column is None and obj.external_id:
+        column = obj.fields[obj.external_id].source
+    if column is None:
+        return pd.Series([""] * n, dtype="str")
+    return frame[column].str.strip()
+
+
+def as_text(value: Any) -> str:
+    """A constant from the YAML (value, default, value_map entry) as source text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float):
+        # str(1e20) is "1e+20", which the number cast refuses; write the digits out.
+        return format(Decimal(repr(value)), "f")
+    return str(value)
+
+
+def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectLog) -> pd.Series:
+    spec = target.spec
+    if spec.source is not None:
+        values = frame[spec.source]
+    else:
+        values = pd.Series(np.full(n, as_text(spec.value), dtype=object), dtype="str")
+    if spec.strip:
+        values = values.str.strip()
+    if spec.case:
+        values = getattr(values.str, spec.case)()
+    if spec.value_map is not None:
+        values = _apply_value_map(target, values, log)
+    if spec.default is not None:
+        values = values.where(values != "", as_text(spec.default))
+    present = (values != "").to_numpy(dtype=bool)
+    if target.required:
+        log.add(~present, target.name, RejectCode.REQUIRED, f"{target.name} is empty, and it is {target.required}")
+    cast = cast_column(target, values, present)
+    for mask, code, reason in cast.problems:
+        log.add(mask, target.name, code, reason)
+    values = cast.values
+    present = (values != "").to_numpy(dtype=bool)
+    if target.max_length is not None:
+        lengths = values.str.len().to_numpy()
+        too_long = present & (lengths > target.max_length)
+        if too_long.any():
+            limit = target.max_length
+            log.add(
+                too_long,
+                target.name,
+                RejectCode.LENGTH,
+                lambda idx: (
+                    quoted(values.iloc[idx])
+                    + f" is longer than {limit} characters ("
+                    + values.iloc[idx].str.len().astype(str)
+                    + ")"
+                ).to_numpy(dtype=object),
+            )
+    if target.restricted_values is not None:
+        _check_picklist(target, values, present, log)
+    if target.sf_type == "email":
+        log.add(*_with_field(target, email_problem(values, present)))
+    return values
+
+
+def _with_field(target: FieldTarget, problem: tuple) -> tuple:
+    mask, code, reason = problem
+    return mask, target.name, code, reason
+
+
+def _apply_value_map(target: FieldTarget, values: pd.Series, log: RejectLog) -> pd.Series:
+    mapping = {as_text(k): as_text(v) for k, v in (target.spec.value_map or {}).items()}
+    fallback = mapping.pop("*", None)
+    keys = pd.Index(list(mapping), dtype="str")
+    position = keys.get_indexer(values)
+    hit = position >= 0
+    mapped = np.asarray(list(mapping.values()) + [""], dtype=object)[position]  # -1 picks the ""
+    # "" passes the map untouched (it is "no value", handled by default/required) unless
+    # the map lists it, in which case `hit` covers it.
+    miss = ~hit & (values != "").to_numpy(dtype=bool)
+    source = values.to_numpy(dtype=object)
+    if fallback is not None:
+        result = np.where(hit, mapped, np.where(miss, fallback, source))
+    else:
+        log.add(
+            miss,
+            target.name,
+            RejectCode.VALUE_MAP,
+            lambda idx: (quoted(values.iloc[idx]) + ' is not in the value_map (add it, or a "*" entry)').to_numpy(
+                dtype=object
+            ),
+        )
+        result = np.where(hit, mapped, source)
+    return pd.Series(result, dtype="str")
+
+
+def _check_picklist(target: FieldTarget, values: pd.Series, present: np.ndarray, log: RejectLog) -> None:
+    allowed = sorted(target.restricted_values or ())
+    if target.sf_type == "multipicklist":
+        # Every ;-separated choice must be allowed; explode only the rows with a value.
+        parts = values[present].str.split(";").explode().str.strip()
+        bad_parts = ~parts.isin(allowed)
+        bad = np.zeros(len(values), dtype=bool)
+        bad[np.unique(parts.index[bad_parts.to_numpy(dtype=bool)])] = True
+    else:
+        bad = present & ~values.isin(allowed).to_numpy(dtype=bool)
+    if not bad.any():
+        return
+    shown = ", ".join(allowed[:10]) + (", …" if len(allowed) > 10 else "")
+    log.add(
+        bad,
+        target.name,
+        RejectCode.PICKLIST,
+        lambda idx: (
+            quoted(values.iloc[idx]) + f" is not a value of the restricted picklist {target.name} ({shown})"
+        ).to_numpy(dtype=object),
+    )
+
+
+def _duplicate_key_field(obj: ObjectSpec, targets: list[FieldTarget]) -> FieldTarget | None:
+    if obj.external_id:
+        return next(t for t in targets if t.name == obj.external_id)
+    if obj.operation == "update":
+        return next((t for t in targets if t.sf_type == "id"), None)
+    return None
+
+
+def _reject_duplicate_keys(
+    obj: ObjectSpec, targets: list[FieldTarget], ready: dict[str, pd.Series], rows: np.ndarray, log: RejectLog
+) -> None:
+    """Reject every row whose external id (or update Id) occurs more than once among the ready rows.
+
+    Salesforce fails all of them anyway (an upsert cannot decide which row wins; an update
+    job refuses a repeated Id), and an arbitrary winner would load data nobody chose.
+    External ids compare case-insensitively, as Salesforce's do unless the field is marked
+    case-sensitive; record ids are case-sensitive. Rows already rejected for another reason
+    do not count: they will not reach Salesforce. Duplicates across chunks are not visible
+    here; an upsert then simply updates the same record twice, in chunk order.
+    """
+    target = _duplicate_key_field(obj, targets)
+    if target is None:
+        return
+    values = ready[target.name]
+    candidates = ~log.rejected & (values != "").to_numpy(dtype=bool)
+    if not candidates.any():
+        return
+    normal = values if target.case_sensitive_key else values.str.lower()
+    normal = normal[candidates]
+    repeated = normal.duplicated(keep=False).to_numpy(dtype=bool)
+    if not repeated.any():
+        return
+    positions = np.flatnonzero(candidates)[repeated]
+    groups = pd.DataFrame({"key": normal.to_numpy(dtype=object)[repeated], "row": rows[positions]})
+    listing = groups.groupby("key", sort=False)["row"].agg(
+        lambda r: (
+            f"{len(r)} rows of this chunk (rows {', '.join(map(str, r.iloc[:_DUPLICATE_ROWS_SHOWN]))}"
+            + (", …)" if len(r) > _DUPLICATE_ROWS_SHOWN else ")")
+        )
+    )
+    mask = np.zeros(len(values), dtype=bool)
+    mask[positions] = True
+    texts = dict(zip(positions.tolist(), groups["key"].map(listing).tolist(), strict=True))
+    log.add(
+        mask,
+        target.name,
+        RejectCode.DUPLICATE_KEY,
+        lambda idx: (
+            f"{target.name} "
+            + quoted(values.iloc[idx])
+            + " is in "
+            + pd.Series([texts[i] for i in idx], dtype="str", index=values.index[idx])
+            + "; Salesforce would fail them all"
+        ).to_numpy(dtype=object),
+    )

@@ -1,0 +1,254 @@
+"""The CSV reader: strings only, exact chunk sizes, row numbers, encodings, and no silently lost rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from dms.errors import SourceError
+from dms.sources.csv import CsvChunk, iter_csv_chunks
+from dms.spec import CsvSource
+from dms.transform import REJECT_COLUMNS
+
+
+def _write(tmp_path: Path, data: bytes | str, name: str = "data.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode(encoding) if isinstance(data, str) else data)
+    return path
+
+
+def _read(path: Path, chunk_rows: int = 1000, **source: object) -> list[CsvChunk]:
+    return list(iter_csv_chunks(path, CsvSource(path=path.name, **source), chunk_rows))
+
+
+def _rows(chunks: list[CsvChunk]) -> list[dict]:
+    return [row for chunk in chunks for row in chunk.batch.to_pylist()]
+
+
+def test_every_column_is_a_string_and_values_are_not_inferred(tmp_path: Path) -> None:
+    path = _write(tmp_path, "id,amount,flag,day\n007,1.50,true,2024-01-05\n")
+    [chunk] = _read(path)
+    assert chunk.batch.schema == pa.schema(
+        [
+            ("__row", pa.int64()),
+            ("id", pa.string()),
+            ("amount", pa.string()),
+            ("flag", pa.string()),
+            ("day", pa.string()),
+        ]
+    )
+    # "007" would become 7 under type inference; the spec decides types, not the reader.
+    assert _rows([chunk]) == [{"__row": 2, "id": "007", "amount": "1.50", "flag": "true", "day": "2024-01-05"}]
+
+
+def test_empty_values_stay_empty_strings_never_null(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'a,b,c\n,"",NULL\n')
+    [row] = _rows(_read(path))
+    assert row == {"__row": 2, "a": "", "b": "", "c": "NULL"}
+
+
+def test_first_data_row_is_row_2_and_skip_rows_counts_preamble_lines(tmp_path: Path) -> None:
+    path = _write(tmp_path, "Exported by ERP\n\nname\nx\ny\n")
+    rows = _rows(_read(path, skip_rows=2))
+    # Lines 1-2 are the preamble (a blank line counts too), line 3 the header.
+    assert [r["__row"] for r in rows] == [4, 5]
+    assert [r["name"] for r in rows] == ["x", "y"]
+
+
+def test_header_names_are_stripped_of_padding(tmp_path: Path) -> None:
+    path = _write(tmp_path, " id , name\n1,a\n")
+    [chunk] = _read(path)
+    assert chunk.batch.column_names == ["__row", "id", "name"]
+
+
+def test_gb18030_file_with_chinese_header_and_values_is_transcoded(tmp_path: Path) -> None:
+    # 𠮷 is outside GBK: GB18030 writes it as a 4-byte sequence, which must survive too.
+    text = "客户编号,客户名称,城市\nC001,北京华为技术有限公司,北京\nC002,上海𠮷野家,上海\n"
+    path = _write(tmp_path, text, encoding="gb18030")
+    chunks = _read(path, encoding="gb18030")
+    assert chunks[0].batch.column_names == ["__row", "客户编号", "客户名称", "城市"]
+    assert _rows(chunks) == [
+        {"__row": 2, "客户编号": "C001", "客户名称": "北京华为技术有限公司", "城市": "北京"},
+        {"__row": 3, "客户编号": "C002", "客户名称": "上海𠮷野家", "城市": "上海"},
+    ]
+
+
+def test_utf8_bom_does_not_end_up_in_the_first_column_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"\xef\xbb\xbfid,name\n1,caf\xc3\xa9\n")
+    [chunk] = _read(path)
+    assert chunk.batch.column_names == ["__row", "id", "name"]
+    assert _rows([chunk]) == [{"__row": 2, "id": "1", "name": "café"}]
+
+
+def test_quoted_value_with_embedded_newline_and_delimiter_is_one_row(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'id,address\n1,"12 Main St\nSuite 4, Floor 2"\n2,plain\n')
+    rows = _rows(_read(path))
+    assert rows == [
+        {"__row": 2, "id": "1", "address": "12 Main St\nSuite 4, Floor 2"},
+        # The multi-line record counts as one row: the next one is row 3.
+        {"__row": 3, "id": "2", "address": "plain"},
+    ]
+
+
+def test_custom_delimiter_quotechar_and_crlf_line_endings(tmp_path: Path) -> None:
+    path = _write(tmp_path, "id;name\r\n1;'Smith; John'\r\n2;Doe\r\n")
+    rows = _rows(_read(path, delimiter=";", quotechar="'"))
+    assert rows == [{"__row": 2, "id": "1", "name": "Smith; John"}, {"__row": 3, "id": "2", "name": "Doe"}]
+
+
+def test_malformed_row_is_delivered_with_its_row_number_and_text_not_dropped(tmp_path: Path) -> None:
+    path = _write(tmp_path, "id,name,city\n1,a,x\n2,b\n3,c,z,extra\n4,d,w\n")
+    [chunk] = _read(path)
+    # The good rows around the malformed ones keep their true row numbers.
+    assert [r["__row"] for r in _rows([chunk])] == [2, 5]
+    assert [(m.row, m.text) for m in chunk.malformed] == [(3, "2,b"), (4, "3,c,z,extra")]
+    assert chunk.malformed[0].reason == "row has 2 fields, expected 3"
+    assert chunk.rows == 4
+    records = chunk.malformed_records()
+    assert [list(r) for r in records] == [REJECT_COLUMNS] * 2
+    assert records[1]["code"] == "MALFORMED" and records[1]["row"] == 4
+    assert "4 fields, expected 3" in records[1]["reason"] and "3,c,z,extra" in records[1]["reason"]
+
+
+def test_malformed_rows_travel_with_the_chunk_whose_rows_surround_them(tmp_path: Path) -> None:
+    lines = ["n,v"] + [f"{i},x" for i in range(1, 7)]
+    lines[3] = "bad"  # row 4, between chunk 1 (rows 2-3) and the last row of chunk 2 (rows 5-6)
+    lines.append("trailing,bad,row")  # row 8, after the last good row
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    chunks = _read(path, chunk_rows=2)
+    assert [[r["__row"] for r in c.batch.to_pylist()] for c in chunks] == [[2, 3], [5, 6], [7]]
+    assert [[m.row for m in c.malformed] for c in chunks] == [[], [4], [8]]
+
+
+def test_malformed_rows_after_the_last_full_chunk_get_a_chunk_of_their_own(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a,b\n1,2\n3,4\n5\n")
+    chunks = _read(path, chunk_rows=2)
+    assert [c.batch.num_rows for c in chunks] == [2, 0]
+    assert [m.row for m in chunks[1].malformed] == [4]
+    assert chunks[1].batch.schema == chunks[0].batch.schema
+    assert sum(c.rows for c in chunks) == 3
+
+
+def test_a_flood_of_malformed_rows_is_a_source_error_not_unbounded_rejects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every row has a trailing delimiter the header lacks: the file is mis-declared.
+    monkeypatch.setattr("dms.sources.csv.MAX_MALFORMED_PER_CHUNK", 3)
+    path = _write(tmp_path, "a,b\n" + "1,2,\n" * 10)
+    with pytest.raises(SourceError) as err:
+        _read(path, chunk_rows=2)
+    message = str(err.value)
+    assert str(path) in message and "row 5: 4 rows with the wrong number of fields" in message
+    assert "first at row 2: row has 3 fields, expected 2" in message and "`delimiter` (',')" in message
+
+
+def test_unclosed_quote_at_the_end_is_a_malformed_row_not_lost_data(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'a,b\n1,2\n"3,4\n5,6\n')
+    [chunk] = _read(path)
+    assert [r["__row"] for r in _rows([chunk])] == [2]
+    assert [m.row for m in chunk.malformed] == [3]
+    assert chunk.malformed[0].text.startswith('"3,4')
+
+
+def test_unclosed_quote_spanning_blocks_raises_naming_the_row_and_quotechar(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a,b\n1,2\n" + '"3,4\n' + "5,6\n" * 2000)
+    with pytest.raises(SourceError) as err:
+        list(iter_csv_chunks(path, CsvSource(path="data.csv"), 100, block_size=1024))
+    message = str(err.value)
+    assert str(path) in message and "quotechar" in message and "after row 2" in message
+
+
+def test_chunks_have_exactly_chunk_rows_across_block_boundaries_and_rows_are_contiguous(tmp_path: Path) -> None:
+    path = _write(tmp_path, "id,text\n" + "".join(f"{i},value number {i}\n" for i in range(1, 1001)))
+    # A 1 KiB block holds ~45 rows, so chunks of 70 straddle blocks in every possible way.
+    chunks = list(iter_csv_chunks(path, CsvSource(path="data.csv"), 70, block_size=1024))
+    assert [c.batch.num_rows for c in chunks] == [70] * 14 + [20]
+    rows = _rows(chunks)
+    assert [r["__row"] for r in rows] == list(range(2, 1002))
+    assert [r["id"] for r in rows] == [str(i) for i in range(1, 1001)]
+
+
+def test_large_file_streams_in_fixed_chunks_holding_only_a_chunk_in_memory(tmp_path: Path) -> None:
+    rows_in_file = 200_000
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("id,name,amount,city\n")
+        for i in range(rows_in_file):
+            handle.write(f"{i},customer {i:06d},{i * 3}.25,city {i % 97}\n")
+    file_size = path.stat().st_size
+    assert file_size > 6_000_000
+
+    sizes: list[int] = []
+    retained: list[int] = []
+    next_row = 2
+    for chunk in iter_csv_chunks(path, CsvSource(path="big.csv"), 5_000, block_size=256 << 10):
+        sizes.append(chunk.batch.num_rows)
+        # The buffers a chunk keeps alive (whole buffers, even when it is a slice): a chunk
+        # that pinned the file, or a growing buffer, would show here.
+        retained.append(chunk.batch.get_total_buffer_size())
+        numbers = chunk.batch.column("__row").to_pylist()
+        assert numbers == list(range(next_row, next_row + len(numbers)))
+        next_row += len(numbers)
+    assert sizes == [5_000] * 40
+    assert max(retained) < file_size / 10
+
+
+def test_wrong_declared_encoding_names_file_line_and_suggests_checking_encoding(tmp_path: Path) -> None:
+    body = "id,name\n" + "".join(f"{i},ascii {i}\n" for i in range(5000)) + "5000,客户\n"
+    path = _write(tmp_path, body, encoding="gb18030")
+    with pytest.raises(SourceError) as err:
+        # Small blocks so the bad bytes are met deep in the stream, not in the first block.
+        list(iter_csv_chunks(path, CsvSource(path="data.csv", encoding="utf-8"), 100, block_size=4096))
+    message = str(err.value)
+    assert str(path) in message
+    assert "line 5002" in message  # header, 5000 good rows, then the GB18030 one
+    assert "`encoding`" in message and "gb18030" in message
+
+
+def test_wrong_declared_encoding_in_the_header_is_a_source_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "客户编号,名称\nC1,x\n", encoding="gb18030")
+    with pytest.raises(SourceError, match=r"line 1 .*not valid utf-8.*`encoding`"):
+        _read(path)
+
+
+def test_bytes_the_declared_non_utf8_encoding_cannot_decode_are_a_source_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"id,name\n1,ok\n2,\xff\xfe\n")
+    with pytest.raises(SourceError, match=r"line 3 .*not valid ascii"):
+        _read(path, encoding="ascii")
+
+
+def test_missing_file_is_a_source_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"nope\.csv: file not found"):
+        _read(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("id,name,id", r"row 1: column name 'id' appears twice \(columns 1 and 3\)"),
+        ("id,,name", r"row 1: header column 2 has no name"),
+        ("id,__row", r"row 1: header column 2 uses the reserved name '__row'"),
+    ],
+)
+def test_bad_header_is_a_source_error_naming_the_column(tmp_path: Path, header: str, expected: str) -> None:
+    path = _write(tmp_path, header + "\n1,2,3\n")
+    with pytest.raises(SourceError, match=expected):
+        _read(path)
+
+
+def test_empty_file_is_a_source_error_and_header_only_file_yields_no_chunks(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no header row"):
+        _read(_write(tmp_path, "", name="empty.csv"))
+    assert _read(_write(tmp_path, "id,name\n", name="header.csv")) == []
+
+
+def test_skip_rows_beyond_the_file_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="has only 2 lines, but skip_rows is 5"):
+        _read(_write(tmp_path, "a\nb\n"), skip_rows=5)
+
+
+def test_chunk_rows_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="chunk_rows"):
+        _read(_write(tmp_path, "a\n1\n"), chunk_rows=0)
