@@ -8,11 +8,12 @@ RUN := .run
 EMULATOR_PORT ?= 8443
 AUDIT_PORT ?= 5984
 
-.PHONY: help venv demo test lint emulator audit-server bench down clean
+.PHONY: help venv demo airflow test lint emulator audit-server bench down clean
 
 help:
 	@echo "make demo      run the sample migration end to end (see README)"
 	@echo "make test      the whole test suite against real services"
+	@echo "make airflow   Airflow standalone on :8080 with the DMS DAGs (prints the admin password)"
 	@echo "make lint      ruff, including the Airflow (AIR) rules"
 	@echo "make emulator  run the Salesforce emulator in the foreground on :$(EMULATOR_PORT)"
 	@echo "make audit-server  the audit store (pouchdb-server) in the foreground on :$(AUDIT_PORT)"
@@ -40,6 +41,11 @@ lint: $(STAMP)
 
 emulator: $(STAMP)
 	$(PY) -m salesforce_emulator --org include/org/sample_org.yaml --port $(EMULATOR_PORT) --cert-dir .emulator/certs
+
+# Airflow standalone with the project's DAGs, the local stack and the admin password printed;
+# Ctrl-C stops Airflow and every service it started.
+airflow: $(STAMP)
+	$(PY) -m scripts.airflow_standalone
 
 audit-server:
 	scripts/audit_server.sh run $(AUDIT_PORT) $(RUN)/audit

@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
         default=".emulator/certs",
         help="where the CA (ca.pem, for REQUESTS_CA_BUNDLE) and the server certificate are kept",
     )
+    p.add_argument(
+        "--tls-host",
+        action="append",
+        default=[],
+        help="extra host name for the server certificate (repeatable), e.g. salesforce-emulator in compose",
+    )
     p.add_argument("--username", default=defaults.username)
     p.add_argument("--password", default=defaults.password)
     p.add_argument("--security-token", default=defaults.security_token)
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
 
     cert_dir = Path(args.cert_dir)
-    ca_file = ensure_certificates(cert_dir)
+    ca_file = ensure_certificates(cert_dir, tuple(args.tls_host))
     app = create_app(
         schema,
         db_path=args.db,

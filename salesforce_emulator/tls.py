@@ -12,8 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_FILE = "ca.pem"
+CA_KEY_FILE = "ca.key"
 CERT_FILE = "server.pem"
 KEY_FILE = "server.key"
+HOSTS_FILE = "server-hosts.txt"
+DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -32,18 +35,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.chmod(0o600)
 
 
-def ensure_certificates(cert_dir: str | Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")) -> Path:
-    """Create (once) a CA and a server certificate for `hosts` in `cert_dir`; return the CA file.
-
-    The CA file is what clients put in REQUESTS_CA_BUNDLE. Existing files are kept so a
-    restart does not invalidate a bundle that a running client already trusts.
-    """
-    cert_dir = Path(cert_dir)
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    ca_path, cert_path, key_path = cert_dir / CA_FILE, cert_dir / CERT_FILE, cert_dir / KEY_FILE
-    if ca_path.exists() and cert_path.exists() and key_path.exists():
-        return ca_path
-    now = dt.datetime.now(dt.UTC)
+def _new_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
         x509.CertificateBuilder()
@@ -71,6 +63,34 @@ def ensure_certificates(cert_dir: str | Path, hosts: tuple[str, ...] = ("localho
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+def ensure_certificates(cert_dir: str | Path, hosts: tuple[str, ...] = DEFAULT_HOSTS) -> Path:
+    """Create a CA (once) and a server certificate for `hosts` in `cert_dir`; return the CA file.
+
+    The CA file is what clients put in REQUESTS_CA_BUNDLE. The CA is kept across restarts so
+    a bundle that clients already trust stays valid; the server certificate is issued again
+    only when it does not cover every requested host name.
+    """
+    cert_dir = Path(cert_dir)
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca_path, ca_key_path = cert_dir / CA_FILE, cert_dir / CA_KEY_FILE
+    cert_path, key_path, hosts_path = cert_dir / CERT_FILE, cert_dir / KEY_FILE, cert_dir / HOSTS_FILE
+    hosts = tuple(dict.fromkeys((*DEFAULT_HOSTS, *hosts)))
+    covered = set(hosts_path.read_text().split()) if hosts_path.exists() else set()
+    complete = all(p.exists() for p in (ca_path, ca_key_path, cert_path, key_path))
+    if complete and set(hosts) <= covered:
+        return ca_path
+    now = dt.datetime.now(dt.UTC)
+    if ca_path.exists() and ca_key_path.exists():
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        new_ca = False
+    else:
+        ca_key, ca_cert = _new_ca(now)
+        new_ca = True
     key = ec.generate_private_key(ec.SECP256R1())
     alt_names: list[x509.GeneralName] = []
     for host in hosts:
@@ -94,6 +114,9 @@ def ensure_certificates(cert_dir: str | Path, hosts: tuple[str, ...] = ("localho
     )
     _write_key(key_path, key)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    # Written last: its presence marks a complete set.
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    hosts_path.write_text("\n".join(hosts) + "\n")
+    if new_ca:
+        _write_key(ca_key_path, ca_key)
+        # Written last: its presence marks a usable CA.
+        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return ca_path

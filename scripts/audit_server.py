@@ -17,8 +17,6 @@ called with those credentials.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -32,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from scripts.services import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / "node_modules"
@@ -81,15 +81,6 @@ def ensure_node_modules() -> None:
             INSTALL_STAMP.write_text(digest + "\n")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if the Python process dies without stopping the server
-    # (a killed pytest, a crash), the kernel sends the server SIGTERM. Linux only; elsewhere
-    # the atexit hook below is the only guard.
-    with contextlib.suppress(Exception):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -181,7 +172,7 @@ def start_audit_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # only a prctl call: safe between fork and exec
+            preexec_fn=die_with_parent,  # only a prctl call: safe between fork and exec
         )
     server = AuditServer(process, port, data_dir, state_dir, log_file, admin, owns_state_dir)
     atexit.register(server.stop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -21,6 +23,17 @@ CREDENTIALS = {
     "client_id": "dms-local-client",
     "client_secret": "dms-local-secret",
 }
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec: the kernel sends it SIGTERM when the Python parent dies.
+
+    A killed pytest or demo then leaves no server behind. Linux only; elsewhere the
+    fixtures' and context managers' own stop calls are the guard.
+    """
+    with contextlib.suppress(Exception):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -74,12 +87,18 @@ def start_emulator(
     org: Path, *, cert_dir: Path, extra_args: tuple[str, ...] = (), port: int | None = None
 ) -> EmulatorProcess:
     port = port or free_port()
+    cert_dir.mkdir(parents=True, exist_ok=True)
     log_file = cert_dir / f"emulator-{port}.log"
     args = ("--org", str(org), "--port", str(port), "--cert-dir", str(cert_dir), *extra_args)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log_file, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "salesforce_emulator", *args], cwd=ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "salesforce_emulator", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=die_with_parent,  # only a prctl call: safe between fork and exec
         )
     proc = EmulatorProcess(process, port, cert_dir / "ca.pem", log_file, args)
     deadline = time.monotonic() + 60
@@ -130,6 +149,7 @@ def ensure_redis(workdir: Path) -> RedisServer:
         stdout=log,
         stderr=log,
         cwd=workdir,
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
