@@ -28,12 +28,10 @@ class DmsRedisHook(RedisHook):
             return self.redis
         client = super().get_conn()
         if self.db is None and not self.cluster:
-            import redis
-
-            # A connection without a db would stage on db 0, next to Celery's queues.
+            # A connection without a db would stage on db 0, next to Celery's queues. The pool
+            # opens its connections lazily, so setting the db now applies to every one of them.
             self.db = DEFAULT_STAGING_DB
-            client = redis.Redis(**{**client.connection_pool.connection_kwargs, "db": self.db})
-            self.redis = client
+            client.connection_pool.connection_kwargs["db"] = self.db
         broker = os.environ.get("AIRFLOW__CELERY__BROKER_URL", "")
         if broker.startswith("redis"):
             parsed = urlparse(broker)
