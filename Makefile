@@ -21,6 +21,7 @@ help:
 	@echo "make down      stop every service the Makefile started"
 
 $(STAMP): requirements.txt requirements-dev.txt
+	scripts/system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

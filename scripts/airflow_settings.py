@@ -7,7 +7,10 @@ which `airflow dags test` and a standalone Airflow read without touching the met
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,25 +56,51 @@ def as_env(path: Path = SETTINGS) -> dict[str, str]:
     return env
 
 
-def apply(path: Path = SETTINGS, airflow: str = "airflow") -> None:
+def apply(path: Path = SETTINGS, airflow: str = "airflow", *, connections: bool = True) -> None:
+    """Write the settings into the metadata DB through the airflow CLI.
+
+    With `connections=False` (the compose stack, whose AIRFLOW_CONN_* variables name the
+    services) only pools and variables are written, and a connection of the file that the
+    environment does not provide is reported, since tasks using it would fail.
+    """
     settings = load(path)
-    for conn in settings["connections"]:
-        subprocess.run([airflow, "connections", "delete", conn["conn_id"]], capture_output=True, check=False)
-        subprocess.run(
-            [airflow, "connections", "add", conn["conn_id"], "--conn-json", connection_json(conn)], check=True
-        )
+    if connections:
+        for conn in settings["connections"]:
+            subprocess.run([airflow, "connections", "delete", conn["conn_id"]], capture_output=True, check=False)
+            subprocess.run(
+                [airflow, "connections", "add", conn["conn_id"], "--conn-json", connection_json(conn)], check=True
+            )
+    else:
+        for conn in settings["connections"]:
+            if f"AIRFLOW_CONN_{conn['conn_id'].upper()}" not in os.environ:
+                print(
+                    f"WARNING: connection {conn['conn_id']!r} of {path.name} has no "
+                    f"AIRFLOW_CONN_{conn['conn_id'].upper()} in the environment; tasks that use it will fail",
+                    file=sys.stderr,
+                )
     for pool in settings["pools"]:
         subprocess.run(
-            [airflow, "pools", "set", pool["pool_name"], str(pool["pool_slot"]), pool.get("pool_description", "")],
+            [airflow, "pools", "set", pool["pool_name"], str(pool["pool_slot"]), pool.get("pool_description") or ""],
             check=True,
         )
     for var in settings["variables"]:
         subprocess.run([airflow, "variables", "set", var["variable_name"], str(var["variable_value"])], check=True)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["apply"]:
-        apply(airflow=str(Path(sys.executable).with_name("airflow")))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["env", "apply"], nargs="?", default="env")
+    parser.add_argument("--settings", type=Path, default=SETTINGS)
+    parser.add_argument("--airflow", default=shutil.which("airflow") or str(Path(sys.executable).with_name("airflow")))
+    parser.add_argument("--no-connections", action="store_true", help="apply pools and variables only")
+    args = parser.parse_args(argv)
+    if args.command == "apply":
+        apply(args.settings, args.airflow, connections=not args.no_connections)
     else:
-        for key, value in as_env().items():
+        for key, value in as_env(args.settings).items():
             print(f"export {key}='{value}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
