@@ -54,3 +54,31 @@ def make_id(key_prefix: str, serial: int) -> str:
     body = "".join(reversed(digits)).rjust(10, "0")
     id15 = f"{key_prefix}5g{body}"
     return id15 + _suffix(id15)
+
+
+# Base-62 digit pairs and the upper-case bits of each pair, for make_ids.
+_PAIRS = [a + b for a in _BASE62 for b in _BASE62]
+_PAIR_UPPER = [("A" <= p[0] <= "Z") | ("A" <= p[1] <= "Z") << 1 for p in _PAIRS]
+
+
+def make_ids(key_prefix: str, start: int, count: int) -> list[str]:
+    """`make_id(key_prefix, n)` for n in start .. start + count - 1, about ten times faster.
+
+    Consecutive serials share all but their last two digits for runs of 62 * 62, and within
+    such a run only the last suffix character changes, so each run is built from one make_id.
+    """
+    out: list[str] = []
+    n, end = start, start + count
+    while n < end:
+        run_start = n - n % len(_PAIRS)
+        head = make_id(key_prefix, run_start)
+        stem, suffix_ab = head[:13], head[15:17]
+        # The third suffix character encodes the case of characters 10..14: 10..12 are fixed here.
+        high = sum(1 << i for i, ch in enumerate(head[10:13]) if "A" <= ch <= "Z")
+        stop = min(end, run_start + len(_PAIRS))
+        out.extend(
+            stem + _PAIRS[low] + suffix_ab + _SUFFIX_ALPHABET[high | _PAIR_UPPER[low] << 3]
+            for low in range(n - run_start, stop - run_start)
+        )
+        n = stop
+    return out

@@ -11,11 +11,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal
 
-from .ids import make_id, to_18
+from .ids import make_ids, to_18
 from .schema import FieldDef, ObjectDef, OrgSchema
-from .values import FieldValueError, converter, json_value, now_stamp
+from .values import FieldValueError, column_converter, converter, json_value, now_stamp
 
 Operation = Literal["insert", "update", "upsert", "delete", "hardDelete"]
 
@@ -124,9 +126,11 @@ class Store:
                 self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_q(obj.name)} ({', '.join(cols)})")
                 for f in obj.fields.values():
                     if f.unique or f.external_id or f.type == "reference":
+                        # Partial: lookups are by value (=, IN), never IS NULL, and rows that
+                        # leave the field empty then cost an insert nothing in this index.
                         self.conn.execute(
                             f"CREATE INDEX IF NOT EXISTS {_q(f'ix_{obj.name}_{f.name}')} "
-                            f"ON {_q(obj.name)} ({_q(f.name)})"
+                            f"ON {_q(obj.name)} ({_q(f.name)}) WHERE {_q(f.name)} IS NOT NULL"
                         )
 
     def reset(self) -> None:
@@ -145,7 +149,7 @@ class Store:
             "INSERT INTO _serial (sobject, next) VALUES (?, ?) ON CONFLICT(sobject) DO UPDATE SET next = excluded.next",
             (obj.name, start + count),
         )
-        return (make_id(obj.key_prefix, start + i) for i in range(count))
+        return make_ids(obj.key_prefix, start, count)
 
     # ------------------------------------------------------------------ reads
 
@@ -269,9 +273,8 @@ class Store:
         return ext_field
 
     def _plan_for(self, op: Operation, obj: ObjectDef, rows: Sequence[dict[str, Any]]) -> list[_Column]:
-        keys: dict[str, None] = {}
-        for row in rows:
-            keys.update(dict.fromkeys(row))
+        # Every key of every row, in order of first appearance (chain keeps the loop in C).
+        keys: dict[str, None] = dict.fromkeys(chain.from_iterable(rows))
         if op in {"delete", "hardDelete"}:
             # Only the Id matters for a delete; other columns are ignored, as Salesforce does.
             keys = {k: None for k in keys if k.lower() == "id"}
@@ -286,7 +289,7 @@ class Store:
         ext_field: FieldDef | None,
         csv: bool,
     ) -> list[RowResult]:
-        prepared = [self._convert(op, obj, i, row, columns, csv) for i, row in enumerate(rows)]
+        prepared = self._convert_rows(op, rows, columns, csv)
         self._resolve_references(obj, prepared)
         stamp = now_stamp()
         if op == "insert":
@@ -310,51 +313,105 @@ class Store:
                 results.append(RowResult(id=row.id, created=row.key == "created"))
         return results
 
-    def _convert(
-        self, op: Operation, obj: ObjectDef, index: int, raw: dict[str, Any], columns: list[_Column], csv: bool
-    ) -> _Row:
-        row = _Row(index=index, values={}, errors=[])
-        for col in columns:
-            value = raw.get(col.key, _UNSET)
-            if value is _UNSET:
-                continue
-            if csv:
-                if value == "":
+    def _convert_rows(
+        self, op: Operation, rows: Sequence[dict[str, Any]], columns: list[_Column], csv: bool
+    ) -> list[_Row]:
+        """Convert every row, one column at a time.
+
+        Column by column, the common case (every row has a value, every value converts) runs
+        as one `map` over the column; a column with gaps, nulls or a bad value falls back to
+        the value-by-value rules below. Errors still reach each row in column order.
+        """
+        count = len(rows)
+        errors: list[list[RowError]] = [[] for _ in range(count)]
+        row_ids: list[str | None] = [None] * count
+        refs: list[dict[str, tuple[ObjectDef, FieldDef, Any]]] | None = None
+        names: list[str] = []
+        converted: list[list[Any]] = []
+        sparse = False
+        for key, name, kind, strip, convert, column, col in _convert_steps(op, columns):
+            raw = [r.get(key, _UNSET) for r in rows]
+            if csv and kind is not _READ_ONLY and _UNSET not in raw and "" not in raw and CSV_NULL not in raw:
+                # Dense CSV column: every cell is a non-empty string.
+                values = list(map(str.strip, raw)) if strip else raw
+                if kind is _ID:
+                    ids = list(map(to_18, values))
+                    for i, (norm, value) in enumerate(zip(ids, values, strict=True)):
+                        if norm is None:
+                            errors[i].append(RowError("MALFORMED_ID", f"malformed id {value}", []))
+                        row_ids[i] = norm
                     continue
-                if value == CSV_NULL:
-                    value = None
-            if isinstance(value, str) and col.field.type not in {"string", "textarea"}:
-                value = value.strip()
-                if value == "" and not csv:
-                    value = None
-            f = col.field
-            if f.name == "Id":
+                out = column(values)
+                if out is not None:
+                    if kind is _RELATIONSHIP:
+                        assert col.parent is not None and col.parent_field is not None
+                        refs = refs if refs is not None else [{} for _ in range(count)]
+                        for row_refs, stored in zip(refs, out, strict=True):
+                            row_refs[name] = (col.parent, col.parent_field, stored)
+                    else:
+                        names.append(name)
+                        converted.append(out)
+                    continue
+            # Value by value, as Salesforce reads each cell.
+            out = [_UNSET] * count
+            for i, value in enumerate(raw):
+                if value is _UNSET:
+                    continue
+                if csv:
+                    if value == "":
+                        continue
+                    if value == CSV_NULL:
+                        value = None
+                if strip and isinstance(value, str):
+                    value = value.strip()
+                    if value == "" and not csv:
+                        value = None
+                if kind is _ID:
+                    if value is None:
+                        continue
+                    norm = to_18(value) if isinstance(value, str) else None
+                    if norm is None:
+                        errors[i].append(RowError("MALFORMED_ID", f"malformed id {value}", []))
+                    row_ids[i] = norm
+                    continue
+                if kind is _READ_ONLY and value is not None:
+                    errors[i].append(_not_writable(col.field))
+                    continue
                 if value is None:
+                    out[i] = None
                     continue
-                norm = to_18(value) if isinstance(value, str) else None
-                if norm is None:
-                    row.errors.append(RowError("MALFORMED_ID", f"malformed id {value}", []))
-                row.id = norm
-                continue
-            if op in {"delete", "hardDelete"}:
-                continue
-            if value is not None and (f.system or (op == "insert" and not f.createable)):
-                row.errors.append(_not_writable(f))
-                continue
-            if value is None:
-                row.values[f.name] = None
-                continue
-            try:
-                stored = col.convert(value)
-            except FieldValueError as exc:
-                row.errors.append(RowError(exc.status_code, exc.message, exc.fields))
-                continue
-            if col.parent is not None:
-                assert col.parent_field is not None
-                row.refs[f.name] = (col.parent, col.parent_field, stored)
-            else:
-                row.values[f.name] = stored
-        return row
+                try:
+                    stored = convert(value)
+                except FieldValueError as exc:
+                    errors[i].append(RowError(exc.status_code, exc.message, exc.fields))
+                    continue
+                if kind is _RELATIONSHIP:
+                    assert col.parent is not None and col.parent_field is not None
+                    refs = refs if refs is not None else [{} for _ in range(count)]
+                    refs[i][name] = (col.parent, col.parent_field, stored)
+                else:
+                    out[i] = stored
+            if kind is not _ID:
+                if kind is _RELATIONSHIP:
+                    # A null relationship value clears the reference field itself.
+                    out = [None if v is None else _UNSET for v in out]
+                names.append(name)
+                converted.append(out)
+                sparse = sparse or _UNSET in out
+        if not converted:
+            records: Iterable[dict[str, Any]] = ({} for _ in range(count))
+        elif sparse:
+            records = (
+                {n: v for n, v in zip(names, vals, strict=True) if v is not _UNSET}
+                for vals in zip(*converted, strict=True)
+            )
+        else:
+            records = (dict(zip(names, vals, strict=True)) for vals in zip(*converted, strict=True))
+        no_refs: dict[str, tuple[ObjectDef, FieldDef, Any]] = {}
+        return [
+            _Row(i, values, errors[i], refs[i] if refs is not None else dict(no_refs), row_ids[i])
+            for i, values in enumerate(records)
+        ]
 
     def _lookup(self, obj: ObjectDef, f: FieldDef, values: Iterable[Any]) -> dict[Any, list[tuple[str, bool]]]:
         """Map each value of field `f` to the (Id, deleted) of the records that hold it.
@@ -383,10 +440,14 @@ class Store:
         }
         # Plain reference fields given as ids: the target must exist and be live.
         ref_fields = {f.name: f for f in obj.fields.values() if f.type == "reference"}
+        # The reference fields the rows carry, in column order (rows share it): rows are not
+        # walked field by field when there are none.
+        carried = [n for n in dict.fromkeys(chain.from_iterable(r.values for r in rows)) if n in ref_fields]
         by_target: dict[str, set[str]] = {}
         for row in rows:
-            for name, value in row.values.items():
-                if name in ref_fields and value is not None:
+            for name in carried:
+                value = row.values.get(name)
+                if value is not None:
                     target = self.schema.by_prefix(value)
                     if target is not None:
                         by_target.setdefault(target.name, set()).add(value)
@@ -421,9 +482,10 @@ class Store:
                     )
                 else:
                     row.values[fname] = matches[0][0]
-            for name, value in list(row.values.items()):
-                f = ref_fields.get(name)
-                if f is None or value is None or name in row.refs:
+            for name in carried:
+                f = ref_fields[name]
+                value = row.values.get(name)
+                if value is None or name in row.refs:
                     continue
                 hit = live.get(value)
                 target_ok = hit is not None and hit[0] in f.reference_to
@@ -564,25 +626,38 @@ class Store:
         ok = [r for r in rows if not r.errors]
         if not ok:
             return
-        names = list(obj.fields)
-        booleans = {f.name for f in obj.fields.values() if f.type == "boolean"}
         for row in ok:
             row.key = "created"
+        # Only the columns some row sets are bound; the others default to NULL, or to 0 for a
+        # boolean (never null). Binding None is slow in sqlite3: it goes through adaptation.
+        present = set(chain.from_iterable(r.values for r in ok))
+        data = [f for f in obj.fields.values() if f.name in present and f.name not in _INSERT_SYSTEM]
+        unset_booleans = [
+            f.name
+            for f in obj.fields.values()
+            if f.type == "boolean" and f.name not in present and f.name not in _INSERT_SYSTEM
+        ]
+        bool_at = [i for i, f in enumerate(data) if f.type == "boolean"]
+        names = [f.name for f in data]
+        pick = itemgetter(*names) if len(names) > 1 else None
         params = []
         for row in ok:
             values = row.values
-            system = {
-                "Id": row.id,
-                "IsDeleted": 0,
-                "CreatedDate": stamp,
-                "LastModifiedDate": stamp,
-                "SystemModstamp": stamp,
-            }
-            params.append(
-                [system[n] if n in system else (values.get(n) or 0) if n in booleans else values.get(n) for n in names]
-            )
-        marks = ",".join("?" * len(names))
-        cols = ",".join(_q(n) for n in names)
+            try:
+                picked = list(pick(values)) if pick is not None and len(values) == len(names) else None
+            except KeyError:  # as many keys but other ones (a system column set to null)
+                picked = None
+            if picked is None:
+                picked = [values.get(n) for n in names]
+            for i in bool_at:
+                if not picked[i]:
+                    picked[i] = 0
+            params.append((row.id, *picked))
+        # The stamp is our own text, so it goes in as a literal rather than three binds per row.
+        cols = ",".join(_q(n) for n in (*_INSERT_SYSTEM, *names, *unset_booleans))
+        marks = ",".join(
+            ["?", "0", f"'{stamp}'", f"'{stamp}'", f"'{stamp}'", *("?" * len(names)), *("0" * len(unset_booleans))]
+        )
         self.conn.executemany(f"INSERT INTO {_q(obj.name)} ({cols}) VALUES ({marks})", params)
 
     def _update(self, obj: ObjectDef, rows: list[_Row], stamp: str) -> None:
@@ -642,6 +717,33 @@ class Store:
             for part in _chunks(list(ids)):
                 marks = ",".join("?" * len(part))
                 self.conn.execute(f"UPDATE {_q(obj.name)} SET IsDeleted = 0 WHERE Id IN ({marks})", list(part))
+
+
+# System columns an insert sets itself, in the order its VALUES lists them.
+_INSERT_SYSTEM = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
+# What `_convert_rows` does with a column, decided once per batch.
+_PLAIN, _ID, _READ_ONLY, _RELATIONSHIP = "plain", "id", "read-only", "relationship"
+
+
+def _convert_steps(
+    op: Operation, columns: list[_Column]
+) -> list[tuple[str, str, str, bool, Callable[[Any], Any], Callable[[list[str]], list[Any] | None], _Column]]:
+    steps = []
+    for col in columns:
+        f = col.field
+        if f.name == "Id":
+            kind = _ID
+        elif op in {"delete", "hardDelete"}:
+            continue  # a delete reads nothing but the Id
+        elif f.system or (op == "insert" and not f.createable):
+            kind = _READ_ONLY
+        elif col.parent is not None:
+            kind = _RELATIONSHIP
+        else:
+            kind = _PLAIN
+        column = column_converter(col.parent_field if col.parent_field is not None else f)
+        steps.append((col.key, f.name, kind, f.type not in {"string", "textarea"}, col.convert, column, col))
+    return steps
 
 
 def _fold(value: Any) -> Any:

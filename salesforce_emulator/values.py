@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
+from itertools import repeat
 from typing import Any
 
 from .ids import to_18
@@ -84,11 +86,10 @@ def _type_error(f: FieldDef, raw: Any) -> FieldValueError:
     return FieldValueError("INVALID_TYPE_ON_FIELD_IN_RECORD", f"{f.label}: value not of required type: {raw}", [f.name])
 
 
-def _check_digits(f: FieldDef, number: float, raw: Any) -> None:
-    if f.precision and abs(number) >= 10 ** (f.precision - f.scale):
-        raise FieldValueError(
-            "NUMBER_OUTSIDE_VALID_RANGE", f"{f.label}: value outside of valid range on numeric field: {raw}", [f.name]
-        )
+def _range_error(f: FieldDef, raw: Any) -> FieldValueError:
+    return FieldValueError(
+        "NUMBER_OUTSIDE_VALID_RANGE", f"{f.label}: value outside of valid range on numeric field: {raw}", [f.name]
+    )
 
 
 def converter(f: FieldDef) -> Callable[[Any], Any]:
@@ -132,6 +133,8 @@ def converter(f: FieldDef) -> Callable[[Any], Any]:
             raise _type_error(f, raw)
 
         return conv_bool
+    # The largest magnitude a number field holds, worked out once rather than per value.
+    limit = 10 ** (f.precision - f.scale) if f.precision else None
     if t == "int":
 
         def conv_int(raw: Any) -> Any:
@@ -141,13 +144,16 @@ def converter(f: FieldDef) -> Callable[[Any], Any]:
                 number = float(raw) if not isinstance(raw, int) else raw
             except (TypeError, ValueError):
                 raise _type_error(f, raw) from None
-            if number != number or number in (float("inf"), float("-inf")) or int(number) != number:
+            # isfinite is False for nan and both infinities (an int is always finite).
+            if isinstance(number, float) and not math.isfinite(number) or int(number) != number:
                 raise _type_error(f, raw)
-            _check_digits(f, number, raw)
+            if limit is not None and abs(number) >= limit:
+                raise _range_error(f, raw)
             return int(number)
 
         return conv_int
     if t in {"double", "currency", "percent"}:
+        scale = f.scale
 
         def conv_float(raw: Any) -> Any:
             if isinstance(raw, bool):
@@ -156,15 +162,24 @@ def converter(f: FieldDef) -> Callable[[Any], Any]:
                 number = float(raw)
             except (TypeError, ValueError):
                 raise _type_error(f, raw) from None
-            if number != number or number in (float("inf"), float("-inf")):
+            if not math.isfinite(number):
                 raise _type_error(f, raw)
-            _check_digits(f, number, raw)
-            return round(number, f.scale) if f.scale else number
+            if limit is not None and abs(number) >= limit:
+                raise _range_error(f, raw)
+            return round(number, scale) if scale else number
 
         return conv_float
     if t == "date":
 
         def conv_date(raw: Any) -> Any:
+            if isinstance(raw, str) and len(raw) == 10 and raw[4] == "-" and raw[7] == "-" and raw.isascii():
+                # The plain yyyy-MM-dd form: date.fromisoformat checks it in C, and its
+                # isoformat() is the text itself.
+                try:
+                    date.fromisoformat(raw)
+                    return raw
+                except ValueError:
+                    pass
             value = parse_date(str(raw).strip()) if isinstance(raw, str) else None
             if value is None:
                 raise _type_error(f, raw)
@@ -190,6 +205,81 @@ def converter(f: FieldDef) -> Callable[[Any], Any]:
 
         return conv_id
     raise AssertionError(f"no converter for field type {t}")
+
+
+def column_converter(f: FieldDef) -> Callable[[list[str]], list[Any] | None]:
+    """Convert a whole column of stripped, non-empty CSV strings at once, or return None.
+
+    None means "some value needs a closer look": the caller then runs `converter(f)` value by
+    value, which raises the precise FieldValueError. This is a shortcut over the common case,
+    never a second set of rules: every check here is the one `converter` makes, done over the
+    column with C-level builtins.
+    """
+    t = f.type
+    if t in {"string", "textarea", "phone", "url", "picklist"}:
+        max_len = f.length
+        restricted = frozenset(f.picklist_values) if t == "picklist" and f.restricted_picklist else None
+
+        def text_column(values: list[str]) -> list[Any] | None:
+            if max(map(len, values), default=0) > max_len:
+                return None
+            if restricted is not None and not restricted.issuperset(values):
+                return None
+            return values
+
+        return text_column
+    if t in {"int", "double", "currency", "percent"}:
+        limit = 10 ** (f.precision - f.scale) if f.precision else None
+        scale = f.scale
+
+        def number_column(values: list[str]) -> list[Any] | None:
+            try:
+                numbers = list(map(float, values))
+            except ValueError:
+                return None
+            if not all(map(math.isfinite, numbers)):
+                return None
+            if limit is not None and max(map(abs, numbers), default=0) >= limit:
+                return None
+            if t == "int":
+                return list(map(int, numbers)) if all(map(float.is_integer, numbers)) else None
+            return list(map(round, numbers, repeat(scale))) if scale else numbers
+
+        return number_column
+    if t == "date":
+
+        def date_column(values: list[str]) -> list[Any] | None:
+            # The plain yyyy-MM-dd form only; date.fromisoformat then checks the calendar in C.
+            if not "".join(values).isascii() or not all(len(v) == 10 and v[4] == v[7] == "-" for v in values):
+                return None
+            try:
+                all(map(date.fromisoformat, values))
+            except ValueError:
+                return None
+            return values
+
+        return date_column
+    if t == "boolean":
+
+        def bool_column(values: list[str]) -> list[Any] | None:
+            lowered = list(map(str.lower, values))
+            if not set(lowered) <= _BOOL_TEXT.keys():
+                return None
+            return [_BOOL_TEXT[v] for v in lowered]
+
+        return bool_column
+    convert = converter(f)
+
+    def any_column(values: list[str]) -> list[Any] | None:
+        try:
+            return list(map(convert, values))
+        except FieldValueError:
+            return None
+
+    return any_column
+
+
+_BOOL_TEXT = {"true": 1, "1": 1, "false": 0, "0": 0}
 
 
 def _scalar_text(raw: Any) -> str:

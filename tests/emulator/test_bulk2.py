@@ -498,7 +498,7 @@ def test_upload_over_the_limit_is_refused_and_the_job_stays_open(
     raw = Bulk2Http(small)
     job = raw.create(object="Account", operation="insert")
 
-    too_big = raw.upload(job["id"], "Name\n" + "A" * 40 + "\n" * 1 + ("B" * 99 + "\n") * 10)
+    too_big = raw.upload(job["id"], "Name\n" + ("B" * 99 + "\n") * 11)  # 1,105 bytes
 
     status, code, message = _error(too_big)
     assert (status, code) == (400, "CLIENTINPUTERROR")
