@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .ids import to_18
 from .schema import ObjectDef, describe_basic, describe_global, describe_object
 from .soql import SoqlError, compile_query, record_json
 from .state import Emulator, sf_error
@@ -164,8 +165,6 @@ async def record(request: Request) -> Response:
         return obj
     emu = _emu(request)
     record_id = request.path_params["record_id"]
-    from .ids import to_18
-
     rid = to_18(record_id)
     stored = emu.store.get(obj, rid) if rid else None
     if stored is None or stored["IsDeleted"]:
@@ -276,8 +275,6 @@ async def collections(request: Request) -> Response:
 
 
 def _delete_ids(emu: Emulator, ids: list[str], all_or_none: bool) -> list[dict[str, Any]]:
-    from .ids import to_18
-
     groups: list[tuple[Any, ObjectDef, list[dict[str, Any]], None]] = []
     malformed: dict[int, dict[str, Any]] = {}
     order: list[int] = []
@@ -353,8 +350,6 @@ async def collection_retrieve(request: Request) -> Response:
     if isinstance(obj, Response):
         return obj
     emu = _emu(request)
-    from .ids import to_18
-
     if request.method == "POST":
         body = await _json_body(request) or {}
         ids, fields = body.get("ids", []), body.get("fields", [])
