@@ -53,6 +53,10 @@ def test_sample_migration_loads_good_rows_and_rejects_bad_ones(emulator, dms_con
     assert {k: r["field"] for k, r in rejects.items()} == BAD_ROWS
     # Row numbers count the header as line 1, as a spreadsheet shows them.
     assert rejects["C0007"]["row"] == "8"
+    with open(summary["success_csv"], encoding="utf-8") as fh:
+        successes = {r["key"]: r for r in csv.DictReader(fh)}
+    assert {k: r["salesforce_id"] for k, r in successes.items()} == {k: a["Id"] for k, a in accounts.items()}
+    assert {r["created"] for r in successes.values()} == {"True"}
 
 
 def test_second_run_updates_instead_of_duplicating(emulator, dms_connections) -> None:
@@ -76,6 +80,11 @@ def test_run_writes_run_and_chunk_audit_documents(emulator, dms_connections) -> 
     chunks = audit.get_chunks(DAG_ID, run.run_id, "accounts")
     assert [c["chunk"] for c in chunks] == [0, 1, 2]
     assert sum(c["loaded"] for c in chunks) == 8
+    reject_codes: dict[str, int] = {}
+    for c in chunks:
+        for code, n in c["reject_codes"].items():
+            reject_codes[code] = reject_codes.get(code, 0) + n
+    assert reject_codes == {"REQUIRED": 1, "TYPE": 2, "VALUE_MAP": 1}
     assert all(c["job_id"] for c in chunks if c["ready"])
 
 

@@ -126,12 +126,24 @@ class LoadOperator(DmsOperator):
         keys = dict(zip(frame[ROW].astype(int), ext_values, strict=True))
         failure_table = pd.DataFrame(
             [
-                {"row": f["row"], "key": str(keys.get(f["row"], "")), **{k: f[k] for k in ("id", "code", "message")}}
+                {
+                    "row": f["row"],
+                    "key": keys.get(f["row"], ""),
+                    "id": f["id"],
+                    "code": f["code"],
+                    "message": f["message"],
+                }
                 for f in failures
             ],
             columns=["row", "key", "id", "code", "message"],
         )
+        success_table = pd.DataFrame(
+            [{"row": r["row"], "key": keys.get(r["row"], ""), "id": r["id"], "created": r["created"]} for r in loaded],
+            columns=["row", "key", "id", "created"],
+        )
+        # Every row's result is kept: the row number and key map to the Salesforce Id or error.
         stage.put_table(key, "failures", pa.Table.from_pandas(failure_table.astype(str), preserve_index=False))
+        stage.put_table(key, "successes", pa.Table.from_pandas(success_table.astype(str), preserve_index=False))
         out.update(
             loaded=len(loaded),
             failed=len(failures),

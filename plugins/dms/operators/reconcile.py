@@ -87,8 +87,8 @@ class ReconcileOperator(DmsOperator):
                     )
                     + f" + {counts['rejected']} rejected"
                 )
-            rejects_path, errors_path = self._write_reports(stage, context, obj.name, sorted(transformed), out_dir)
-            counts["rejects_csv"], counts["errors_csv"] = str(rejects_path), str(errors_path)
+            reports = self._write_reports(stage, context, obj.name, sorted(transformed), out_dir)
+            counts["rejects_csv"], counts["errors_csv"], counts["success_csv"] = (str(p) for p in reports)
             if source and not dry_run and counts["failed"] / source > max_error_rate:
                 problems.append(
                     f"{obj.name}: {counts['failed']} of {source} rows failed in Salesforce "
@@ -115,19 +115,24 @@ class ReconcileOperator(DmsOperator):
 
     def _write_reports(
         self, stage: Any, context: Context, object_name: str, chunks: list[int], out_dir: Path
-    ) -> tuple[Path, Path]:
+    ) -> tuple[Path, Path, Path]:
+        """The object's reject, error and success CSVs, merged from every chunk's staged results."""
         from dms.staging import StageMissingError
 
-        rejects: list[list[Any]] = []
-        failures: list[list[Any]] = []
+        rows: dict[str, list[list[Any]]] = {"rejects": [], "failures": [], "successes": []}
         for chunk in chunks:
             key = self.chunk_key(context, chunk, object_name)
-            rejects.extend(list(r.values()) for r in stage.get_table(key, "rejects").to_pylist())
-            # Dry runs and empty chunks load nothing, so they stage no failures.
-            with contextlib.suppress(StageMissingError):
-                failures.extend(list(r.values()) for r in stage.get_table(key, "failures").to_pylist())
-        rejects_path = out_dir / f"{object_name}_rejects.csv"
-        errors_path = out_dir / f"{object_name}_errors.csv"
-        write_csv(rejects_path, ["row", "key", "field", "reason", "code"], rejects)
-        write_csv(errors_path, ["row", "key", "salesforce_id", "error_code", "message"], failures)
-        return rejects_path, errors_path
+            rows["rejects"].extend(list(r.values()) for r in stage.get_table(key, "rejects").to_pylist())
+            for kind in ("failures", "successes"):
+                # Dry runs and empty chunks load nothing, so they stage no load results.
+                with contextlib.suppress(StageMissingError):
+                    rows[kind].extend(list(r.values()) for r in stage.get_table(key, kind).to_pylist())
+        paths = (
+            out_dir / f"{object_name}_rejects.csv",
+            out_dir / f"{object_name}_errors.csv",
+            out_dir / f"{object_name}_success.csv",
+        )
+        write_csv(paths[0], ["row", "key", "field", "reason", "code"], rows["rejects"])
+        write_csv(paths[1], ["row", "key", "salesforce_id", "error_code", "message"], rows["failures"])
+        write_csv(paths[2], ["row", "key", "salesforce_id", "created"], rows["successes"])
+        return paths

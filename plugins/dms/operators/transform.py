@@ -43,6 +43,8 @@ class TransformOperator(DmsOperator):
             "rows": int(self.chunk["rows"]),
             "ready": len(result.ready),
             "rejected": len(rejects),
+            # A small histogram for the chunk's audit record; the rows themselves stay in the stage.
+            "reject_codes": {str(k): int(v) for k, v in rejects["code"].value_counts().items()},
         }
         if out["ready"] + out["rejected"] != out["rows"]:
             raise ReconcileError(f"chunk {key.chunk} of {self.object_name}: transform lost rows: {out}")
