@@ -5,10 +5,11 @@ queues jobs: closing an ingest job (or creating a query job) answers at once and
 polls the job until it is JobComplete, Failed or Aborted.
 
 Memory stays bounded for uploads of a million rows: the uploaded CSV is kept in a file in a
-per-emulator temporary folder, rows are parsed and written in chunks of 10,000, and each
-row's outcome is kept compactly (an 18-character id, one status byte, and the error text of
-failed rows only). Result CSVs are rendered when they are downloaded, by re-reading the
-upload next to those outcomes, so the values in them are exactly the uploaded ones.
+per-emulator temporary folder, rows are parsed and written in chunks of 10,000 (handed to
+the store column by column, without a dict per row), and each row's outcome is kept
+compactly (an 18-character id, one status byte, and the error text of failed rows only).
+Result CSVs are rendered when they are downloaded, by re-reading the upload next to those
+outcomes, so the values in them are exactly the uploaded ones.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import base64
 import binascii
 import contextlib
 import csv
+import gc
 import io
 import itertools
 import json
@@ -41,7 +43,7 @@ from .ids import make_id
 from .schema import ObjectDef
 from .soql import SoqlError, compile_query, csv_header, csv_row
 from .state import USER_ID, Emulator, sf_error
-from .store import RequestError, RowError
+from .store import Columns, RequestError, RowError, WriteResults
 from .values import now_stamp
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ TERMINAL = ("JobComplete", "Failed", "Aborted")
 
 # Row outcome codes kept per row.
 _FAILED, _CREATED, _UPDATED = 0, 1, 2
+# bytes(created flags) -> outcome codes: True (1) is _CREATED, False (0) _UPDATED.
+_CREATED_CODES = bytes.maketrans(b"\x00\x01", bytes([_UPDATED, _CREATED]))
 _NO_ID = " " * 18
 # Job ids come from their own serial range so that they never equal a Bulk API 1.0 job id.
 _FIRST_SERIAL = 1_000_000
@@ -342,7 +346,7 @@ class Bulk2:
             raise _JobFailed("InternalServerError : job failed by the emulator's fail_next_bulk_jobs fault")
         obj = self.emu.schema.get(job.object)
         assert obj is not None and job.upload_path is not None
-        with _open_upload(job.upload_path) as handle:
+        with _open_upload(job.upload_path) as handle, _ingest_gc():
             header = _read_header(handle, job)
             self._check_header(job, obj, header)
             reader = csv.reader(handle, delimiter=job.delimiter)
@@ -364,40 +368,48 @@ class Bulk2:
                 positions: Sequence[int]
                 if all(map(width.__eq__, map(len, records))):
                     # The usual case, with the loop kept in C: every record has the header's width.
-                    rows = list(map(dict, map(zip, itertools.repeat(header), records)))
+                    good = records
                     positions = range(len(records))
                 else:
-                    rows, positions = [], []
+                    good, positions = [], []
                     for i, rec in enumerate(records):
                         if len(rec) == width:
-                            rows.append(dict(zip(header, rec, strict=True)))
+                            good.append(rec)
                             positions.append(i)
                         else:
                             bad[i] = _width_error(len(rec), width)
+                # The store takes the chunk column by column: no dict per row.
+                rows = Columns(header, list(zip(*good, strict=True)), len(good))
                 try:
                     results = (
                         store.write(job.operation, obj, rows, external_id=job.external_id_field, csv=True)
                         if rows
-                        else []
+                        else WriteResults([], [], {})
                     )
                 except RequestError as exc:
                     raise _JobFailed(f"InvalidBatch : {exc.message}") from exc
                 base = len(outcomes)
-                ids = [_NO_ID] * len(records)
-                codes = bytearray(len(records))
                 failed = len(bad)
                 texts = outcomes.texts
                 for i, text in bad.items():
                     outcomes.errors[base + i] = texts.setdefault(text, text)
-                for pos, res in zip(positions, results, strict=True):
-                    if res.id is not None:
-                        ids[pos] = res.id
-                    if res.errors:
-                        text = res.errors[0].as_bulk()
-                        outcomes.errors[base + pos] = texts.setdefault(text, text)
-                        failed += 1
-                    else:
-                        codes[pos] = _CREATED if res.created else _UPDATED
+                row_ids = results.ids
+                if None in row_ids:
+                    row_ids = [_NO_ID if rid is None else rid for rid in row_ids]
+                row_codes = bytearray(bytes(results.created).translate(_CREATED_CODES))
+                for i, error in results.errors.items():
+                    text = error.as_bulk()
+                    outcomes.errors[base + positions[i]] = texts.setdefault(text, text)
+                    row_codes[i] = _FAILED
+                failed += len(results.errors)
+                if bad:
+                    ids = [_NO_ID] * len(records)
+                    codes = bytearray(len(records))
+                    for pos, rid, code in zip(positions, row_ids, row_codes, strict=True):
+                        ids[pos] = rid
+                        codes[pos] = code
+                else:
+                    ids, codes = row_ids, row_codes
                 # ids first: a concurrent results download trusts len(codes) rows to have ids.
                 outcomes.ids += "".join(ids).encode()
                 outcomes.codes += codes
@@ -455,6 +467,41 @@ class Bulk2:
         job.result_path = path
         job.row_offsets = offsets
         job.number_processed = len(rows)
+
+
+# ---------------------------------------------------------------- garbage collection
+
+# An ingest allocates millions of container objects that live for one chunk (csv.reader's
+# record lists above all), none of them in reference cycles. With the default gen0 threshold
+# of 700 the collector runs a dozen times per chunk, and every record list lives through
+# those runs, so it is promoted until full collections walk everything the server holds
+# (its modules, routes and schema) every few chunks. While any ingest runs, the objects that
+# exist at its start are frozen out of collections (gc.freeze) and gen0 collects every
+# 100,000 allocations instead of 700; cycles are still collected, only less often. Both are
+# restored when the last ingest ends (tests run several emulators in one process).
+_GC_LOCK = threading.Lock()
+_gc_ingests = 0
+_gc_saved: tuple[int, int, int] = (700, 10, 10)
+_GC_INGEST_THRESHOLD = 100_000
+
+
+@contextlib.contextmanager
+def _ingest_gc() -> Iterator[None]:
+    global _gc_ingests, _gc_saved
+    with _GC_LOCK:
+        if _gc_ingests == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(_GC_INGEST_THRESHOLD, *_gc_saved[1:])
+        _gc_ingests += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _gc_ingests -= 1
+            if _gc_ingests == 0:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 # ---------------------------------------------------------------- files

@@ -29,9 +29,13 @@ from dms.spec import CsvSource
 
 ROW_COLUMN = "__row"
 # pyarrow parses a block at a time. A record (even one with newlines in a quoted value) must
-# fit in one block, so this is also the longest row we can read; memory is about
-# chunk_rows rows plus one block, whatever the size of the file.
-DEFAULT_BLOCK_SIZE = 4 << 20
+# fit in one block, so this is also the longest row we can read: 1 MiB holds a row with
+# Salesforce's longest text field (131,072 characters, at most 512 KiB of UTF-8) to spare.
+# Memory is about chunk_rows rows plus pyarrow's read-ahead, whatever the size of the file:
+# its streaming reader reads (and transcodes) up to 32 blocks ahead of the parser, which
+# with 4 MiB blocks was about 130 MB of a task's memory for the GB18030 sample
+# (bench/bench_pipeline.py); 1 MiB blocks read as fast.
+DEFAULT_BLOCK_SIZE = 1 << 20
 # The reject code and columns of dms.transform, spelled out here so that the reader does
 # not import the transform (the dependency goes the other way).
 MALFORMED_CODE = "MALFORMED"
@@ -234,7 +238,7 @@ class _ChunkReader:
         self.lines_before_data = lines_before_data
         self.malformed: deque[MalformedRow] = deque()  # parsed, not yet handed out
         self.unnumbered_bad: deque[int] = deque()  # malformed row numbers >= next_row
-        self.pending: deque[pa.RecordBatch] = deque()
+        self.pending: deque[pa.RecordBatch] = deque()  # parsed, not yet numbered
         self.pending_rows = 0
         self.last_row = lines_before_data  # last good row handed out in a chunk
         self.max_malformed = max(chunk_rows, MAX_MALFORMED_PER_CHUNK)
@@ -301,7 +305,8 @@ class _ChunkReader:
         if isinstance(exc, UnicodeDecodeError) or "invalid UTF8" in str(exc):
             return SourceError(_decode_error_message(self.path, self.source.encoding))
         # The last row parsed so far, good or malformed: the problem lies after it.
-        parsed = max([self.next_row - 1, *(m.row for m in self.malformed)])
+        last_good = int(self._next_numbers(self.pending_rows)[-1]) if self.pending_rows else self.next_row - 1
+        parsed = max([last_good, *(m.row for m in self.malformed)])
         after = f"after row {parsed}" if parsed > self.lines_before_data else "in the first rows"
         message = str(exc)
         if "straddl" in message:
@@ -313,20 +318,33 @@ class _ChunkReader:
             return SourceError(f"{self.path}: cannot read: {exc.strerror or exc}")
         return SourceError(f"{self.path}: {after}: cannot parse: {message}")
 
-    def _number(self, count: int) -> np.ndarray:
+    def _next_numbers(self, count: int) -> np.ndarray:
         """Row numbers for the next `count` good rows: consecutive, skipping malformed rows."""
         bad = np.fromiter(self.unnumbered_bad, dtype=np.int64, count=len(self.unnumbered_bad))
         candidates = np.arange(self.next_row, self.next_row + count + len(bad), dtype=np.int64)
         if len(bad):
             candidates = candidates[~np.isin(candidates, bad)]
-        numbers = candidates[:count]
+        return candidates[:count]
+
+    def _number(self, count: int) -> np.ndarray:
+        """Give the next `count` good rows their numbers."""
+        numbers = self._next_numbers(count)
         self.next_row = int(numbers[-1]) + 1
         while self.unnumbered_bad and self.unnumbered_bad[0] < self.next_row:
             self.unnumbered_bad.popleft()
         return numbers
 
     def _take(self, count: int) -> pa.RecordBatch:
-        """Pop `count` rows off the front of the pending batches; slices, so no quadratic copying."""
+        """Pop `count` rows off the front of the pending batches and number them.
+
+        Slices, so no quadratic copying. Rows are numbered here, a chunk at a time, rather
+        than batch by batch as they arrive: the numbers are the same (every malformed row
+        before the chunk's last row has been reported by then), and the loop over batches
+        makes no call into pyarrow besides reading. That matters for sources that are not
+        UTF-8: pyarrow's reader thread holds the GIL while it transcodes, and every call that
+        releases and retakes the GIL here waits for it (one more call per 1 MiB block cost
+        about 0.5 s per million rows).
+        """
         parts: list[pa.RecordBatch] = []
         need = count
         while need:
@@ -339,7 +357,8 @@ class _ChunkReader:
                 self.pending[0] = head.slice(need)
                 need = 0
         self.pending_rows -= count
-        return parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+        raw = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+        return pa.RecordBatch.from_arrays([_int64_array(self._number(count)), *raw.columns], schema=self.schema)
 
     def _chunk(self, batch: pa.RecordBatch, final: bool) -> CsvChunk:
         if batch.num_rows:
@@ -361,8 +380,7 @@ class _ChunkReader:
                 raise self._translate(exc) from None
             if raw.num_rows == 0:
                 continue
-            numbers = pa.array(self._number(raw.num_rows), type=pa.int64())
-            self.pending.append(pa.RecordBatch.from_arrays([numbers, *raw.columns], schema=self.schema))
+            self.pending.append(raw)
             self.pending_rows += raw.num_rows
             while self.pending_rows >= self.chunk_rows:
                 batch = self._take(self.chunk_rows)
@@ -377,5 +395,16 @@ class _ChunkReader:
             yield self._chunk(_empty(self.schema), final=True)
 
 
+def _int64_array(values: np.ndarray) -> pa.Array:
+    """A numpy int64 array as an Arrow one, sharing its memory.
+
+    Not `pa.array(values)`: on a numpy array that checks for pandas types, which imports
+    pandas (about 0.7 s and 45 MB) into the extract task, which never uses it.
+    """
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
 def _empty(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+    # pa.nulls(0), not pa.array([]): the latter imports pandas too (see _int64_array).
+    return pa.RecordBatch.from_arrays([pa.nulls(0, type=f.type) for f in schema], schema=schema)

@@ -12,7 +12,10 @@ without a fraction (`12`), booleans `true`/`false`, dates `YYYY-MM-DD`, datetime
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +42,17 @@ _MAX_DATE = np.datetime64("4001-01-01", "us")  # exclusive
 _RANGE_TEXT = "1700-01-01 to 4000-12-31"
 # An ISO 8601 time with an offset or Z; the rest are naive and take the field's timezone.
 _ISO_OFFSET_RE = r"[T ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)? *(?:Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)\Z"
-_BOOLEAN_TEXT = pa.array(["", "true", "false"])
+_BOOLEAN_TEXT = pa.array(["", "true", "false"], type=pa.large_string())  # pandas' own string type
+# Values already in the output format: most of an export's numbers are plain, and for them the
+# general cast (grouping, "+", a bare point, leading zeros) would only spend passes over the
+# column to change nothing. Only the other values take the general path (`_cast_rest`).
+_PLAIN_NUMBER_RE = r"-?[0-9]+(?:\.[0-9]+)?"
+_PLAIN_INTEGER_RE = r"0|-?[1-9][0-9]*"
+_PLAIN_INT32_RE = r"0|-?[1-9][0-9]{0,8}"  # nine digits always fit a Salesforce int
+# Date formats built only from %Y, %m and %d (once each) and literal characters: values in
+# their fixed-width form (2024/05/31) are checked on whole columns (`_plain_dates`).
+_PLAIN_DATE_YEARS = (1700, 4000)  # Salesforce's range; other years take the general path
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int32)
 EMAIL_RE = r"[^@ \t\n\r\x0b\x0c]+@[^@ \t\n\r\x0b\x0c]+\.[^@ \t\n\r\x0b\x0c.]+"
 
 
@@ -67,11 +80,76 @@ def cast_column(target: FieldTarget, values: pd.Series, present: np.ndarray) -> 
     return _cast_datetime(target, values, present)
 
 
+def byte_lengths(values: pd.Series) -> np.ndarray:
+    """The UTF-8 length in bytes of each value, read off the Arrow offsets."""
+    offsets, _ = _utf8_buffers(values)
+    return np.diff(offsets)
+
+
+def _utf8_buffers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (n + 1) and the bytes of a string column, without copying either."""
+    column = pa.array(values, type=pa.large_string())
+    if isinstance(column, pa.ChunkedArray):  # what pandas hands over for an empty column
+        column = column.combine_chunks()
+    _, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[column.offset : column.offset + len(column) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
+    return offsets, data
+
+
 def _subset_reason(values: pd.Series, text: str) -> Reason:
     return lambda idx: (quoted(values.iloc[idx]) + text).to_numpy(dtype=object)
 
 
+def _cast_rest(values: pd.Series, rest: np.ndarray, cast: Callable[..., Cast], *args: Any, **kwargs: Any) -> Cast:
+    """`cast` applied to the `rest` rows only; every other row keeps its value.
+
+    For casts that work value by value: the other rows must already be in the output format
+    (or empty). The problems keep their full-column masks and reasons.
+    """
+    if not rest.any():
+        return Cast(values)
+    positions = np.flatnonzero(rest)
+    done = cast(values.iloc[positions].reset_index(drop=True), np.ones(len(positions), dtype=bool), *args, **kwargs)
+    return Cast(_put(values, rest, done.values), _spread_problems(done.problems, positions, len(values)))
+
+
+def _put(values: pd.Series, mask: np.ndarray, replacements: pd.Series) -> pd.Series:
+    """`values` with the `mask` rows replaced, in order, by `replacements`."""
+    merged = pc.replace_with_mask(
+        pa.array(values, type=pa.large_string()),
+        pa.array(mask, type=pa.bool_()),
+        pa.array(replacements, type=pa.large_string()),
+    )
+    return pd.Series(merged, dtype="str", index=values.index)
+
+
+def _spread_problems(
+    problems: list[tuple[np.ndarray, RejectCode, Reason]], positions: np.ndarray, n: int
+) -> list[tuple[np.ndarray, RejectCode, Reason]]:
+    """Problems found on the rows at `positions`, as masks and reasons over all `n` rows."""
+    inverse = np.full(n, -1, dtype=np.int64)
+    inverse[positions] = np.arange(len(positions))
+    spread: list[tuple[np.ndarray, RejectCode, Reason]] = []
+    for mask, code, reason in problems:
+        full = np.zeros(n, dtype=bool)
+        full[positions] = mask
+        if callable(reason):
+            reason = partial(_reason_at, reason, inverse)
+        spread.append((full, code, reason))
+    return spread
+
+
+def _reason_at(reason: Callable[[np.ndarray], Any], inverse: np.ndarray, idx: np.ndarray) -> Any:
+    return reason(inverse[idx])
+
+
 def _cast_number(values: pd.Series, present: np.ndarray) -> Cast:
+    plain = values.str.fullmatch(_PLAIN_NUMBER_RE).to_numpy(dtype=bool)
+    return _cast_rest(values, present & ~plain, _cast_number_text)
+
+
+def _cast_number_text(values: pd.Series, present: np.ndarray) -> Cast:
     ok = values.str.fullmatch(_NUMBER_RE).to_numpy(dtype=bool)
     bad = present & ~ok
     # Only string methods that pyarrow runs natively (no backreferences or lookarounds,
@@ -84,6 +162,11 @@ def _cast_number(values: pd.Series, present: np.ndarray) -> Cast:
 
 
 def _cast_integer(values: pd.Series, present: np.ndarray, *, int32: bool) -> Cast:
+    plain = values.str.fullmatch(_PLAIN_INT32_RE if int32 else _PLAIN_INTEGER_RE).to_numpy(dtype=bool)
+    return _cast_rest(values, present & ~plain, _cast_integer_text, int32=int32)
+
+
+def _cast_integer_text(values: pd.Series, present: np.ndarray, *, int32: bool) -> Cast:
     ok = values.str.fullmatch(_INTEGER_RE).to_numpy(dtype=bool)
     bad = present & ~ok
     digits = values.str.replace(",", "", regex=False).str.removeprefix("+").str.replace(r"\.0*\Z", "", regex=True)
@@ -132,7 +215,7 @@ def _cast_boolean(target: FieldTarget, values: pd.Series, present: np.ndarray) -
     # 0 = no value, 1 = true, 2 = false; a take from three strings is far cheaper than
     # building the column value by value.
     choice = np.where(is_true, 1, np.where(is_false, 2, 0))
-    out = _BOOLEAN_TEXT.take(pa.array(choice)).to_pandas()
+    out = pd.Series(_BOOLEAN_TEXT.take(pa.array(choice, type=pa.int8())), dtype="str")
     hint = f" is not a boolean (true: {', '.join(spec.true_values)}; false: {', '.join(spec.false_values)})"
     return Cast(out, [(bad, RejectCode.TYPE, _subset_reason(values, hint))])
 
@@ -176,7 +259,128 @@ def _range_problem(values: pd.Series, moments: np.ndarray, present: np.ndarray, 
     return outside, (outside, RejectCode.TYPE, reason)
 
 
+@dataclass(frozen=True)
+class _DateLayout:
+    """The bytes of a date format's fixed-width values (2024/05/31): literals, and where each number's digits sit."""
+
+    template: np.ndarray  # uint8, the literal bytes; digits are wildcards
+    digit: np.ndarray  # bool, True where a digit goes
+    spans: dict[str, slice]  # "Y", "m", "d" -> their digits
+
+    @property
+    def width(self) -> int:
+        return len(self.template)
+
+
+def _date_layout(fmt: str) -> _DateLayout | None:
+    """The layout of `fmt`'s fixed-width values, or None unless `fmt` is only %Y, %m, %d (once each) and literals."""
+    template = bytearray()
+    digit: list[bool] = []
+    spans: dict[str, slice] = {}
+    position = 0
+    while position < len(fmt):
+        char = fmt[position]
+        if char == "%":
+            directive = fmt[position + 1 : position + 2]
+            if directive not in ("Y", "m", "d") or directive in spans:
+                return None
+            size = 4 if directive == "Y" else 2
+            spans[directive] = slice(len(template), len(template) + size)
+            template += b"0" * size
+            digit += [True] * size
+            position += 2
+            continue
+        # strptime lets whitespace in a format match any run of it, and letters in any case:
+        # such formats, and literal digits, take the general path.
+        if char.isspace() or char.isdigit() or (char.isascii() and char.isalpha()):
+            return None
+        encoded = char.encode("utf-8")
+        template += encoded
+        digit += [False] * len(encoded)
+        position += 1
+    if len(spans) != 3:
+        return None
+    return _DateLayout(np.frombuffer(bytes(template), dtype=np.uint8), np.array(digit), spans)
+
+
+def _plain_dates(
+    values: pd.Series, present: np.ndarray, layout: _DateLayout
+) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Which values are fixed-width dates in Salesforce's years, which of those exist, and their YYYY-MM-DD text.
+
+    Works on the bytes of the Arrow column: the digits are read in place, with no
+    string per row, which makes this several times faster than a regex with groups.
+    """
+    n = len(values)
+    offsets, data = _utf8_buffers(values)
+    rows = np.flatnonzero(present & (np.diff(offsets) == layout.width))
+    if len(rows) == n:
+        # Every value has the width (the usual case): the data buffer already is the grid.
+        grid = data[offsets[0] : offsets[-1]].reshape(n, layout.width)
+    else:
+        grid = data[offsets[rows, None] + np.arange(layout.width)]
+    digits = grid - np.uint8(ord("0"))  # wraps around below "0": anything but a digit is > 9
+    # Column by column: a few passes over contiguous rows beat one 2-D reduction.
+    fits = np.ones(len(rows), dtype=bool)
+    for position in range(layout.width):
+        if layout.digit[position]:
+            fits &= digits[:, position] <= 9
+        else:
+            fits &= grid[:, position] == layout.template[position]
+    if not fits.all():
+        rows, grid, digits = rows[fits], grid[fits], digits[fits]
+
+    def number(name: str) -> np.ndarray:
+        value = np.zeros(len(rows), dtype=np.int32)
+        for position in range(layout.spans[name].start, layout.spans[name].stop):
+            value = value * 10 + digits[:, position]
+        return value
+
+    year, month, day = number("Y"), number("m"), number("d")
+    in_range = (year >= _PLAIN_DATE_YEARS[0]) & (year <= _PLAIN_DATE_YEARS[1])
+    if not in_range.all():
+        rows, grid, year, month, day = rows[in_range], grid[in_range], year[in_range], month[in_range], day[in_range]
+    # The day must exist in its month (strptime refuses 2023/02/29 and 2024/04/31).
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    last_day = _DAYS_IN_MONTH[np.where(month_ok, month, 1) - 1] + (leap & (month == 2))
+    exists = month_ok & (day >= 1) & (day <= last_day)
+    plain = np.zeros(n, dtype=bool)
+    plain[rows] = True
+    valid = np.zeros(n, dtype=bool)
+    valid[rows[exists]] = True
+    # YYYY-MM-DD from the digits as written, for the rows whose date exists; "" elsewhere.
+    dash = np.full((int(exists.sum()), 1), ord("-"), dtype=np.uint8)
+    good = grid[exists]
+    text = np.hstack([good[:, layout.spans["Y"]], dash, good[:, layout.spans["m"]], dash, good[:, layout.spans["d"]]])
+    text_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.where(valid, 10, 0), out=text_offsets[1:])
+    texts = pa.LargeStringArray.from_buffers(n, pa.py_buffer(text_offsets), pa.py_buffer(text.tobytes()))
+    return plain, valid, texts
+
+
 def _cast_date(target: FieldTarget, values: pd.Series, present: np.ndarray) -> Cast:
+    fmt = target.spec.format or "%Y-%m-%d"
+    layout = _date_layout(fmt)
+    if layout is None:
+        return _cast_date_text(target, values, present)
+    # Fixed-width values in Salesforce's years are checked on whole columns: the month and
+    # the day must exist, as strptime requires. Everything else takes the general path.
+    plain, valid, texts = _plain_dates(values, present, layout)
+    out = pd.Series(texts, dtype="str")
+    problems: list[tuple[np.ndarray, RejectCode, Reason]] = [
+        (plain & ~valid, RejectCode.TYPE, _subset_reason(values, f" is not a date in the format {fmt}"))
+    ]
+    rest = present & ~plain
+    if rest.any():
+        positions = np.flatnonzero(rest)
+        done = _cast_date_text(target, values.iloc[positions].reset_index(drop=True), np.ones(len(positions), bool))
+        out = _put(out, rest, done.values)
+        problems += _spread_problems(done.problems, positions, len(values))
+    return Cast(out, problems)
+
+
+def _cast_date_text(target: FieldTarget, values: pd.Series, present: np.ndarray) -> Cast:
     fmt = target.spec.format or "%Y-%m-%d"
     if "%z" in fmt or "%Z" in fmt:
         # Keep the calendar day as written: converting through the offset could move a

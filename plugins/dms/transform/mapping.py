@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from dms.errors import FatalError
 from dms.spec import ObjectSpec
-from dms.transform.casting import cast_column, email_problem
+from dms.transform.casting import byte_lengths, cast_column, email_problem
 from dms.transform.describe import FieldTarget, resolve_targets
 from dms.transform.rejects import RejectCode, RejectLog, quoted
 
@@ -78,7 +78,11 @@ def transform_chunk(
         ready[target.name] = _field_column(target, frame, n, log)
     _reject_duplicate_keys(obj, targets, ready, rows, log)
     keep = ~log.rejected
-    out = pd.DataFrame({ROW_COLUMN: rows[keep], **{name: col[keep] for name, col in ready.items()}})
+    if not keep.all():
+        # One Arrow filter per column: pandas' boolean indexing goes through a take.
+        mask = pa.array(keep)
+        ready = {name: pd.Series(pc.filter(pa.array(col), mask), dtype="str") for name, col in ready.items()}
+    out = pd.DataFrame({ROW_COLUMN: rows[keep], **ready})
     out = out.reset_index(drop=True)
     return TransformResult(ready=out, rejects=log.frame())
 
@@ -142,7 +146,9 @@ def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectL
     if spec.source is not None:
         values = frame[spec.source]
     else:
-        values = pd.Series(np.full(n, as_text(spec.value), dtype=object), dtype="str")
+        # One Arrow string repeated by a take: a column of n Python strings would be converted one by one.
+        constant = pa.array([as_text(spec.value)], type=pa.large_string())
+        values = pd.Series(constant.take(np.zeros(n, dtype=np.int32)), dtype="str")
     if spec.strip:
         values = values.str.strip()
     if spec.case:
@@ -160,8 +166,11 @@ def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectL
     values = cast.values
     present = (values != "").to_numpy(dtype=bool)
     if target.max_length is not None:
-        lengths = values.str.len().to_numpy()
-        too_long = present & (lengths > target.max_length)
+        # A character takes at least one byte, so only values longer in bytes (known from the
+        # Arrow offsets, no pass over the text) can be longer in characters.
+        too_long = present & (byte_lengths(values) > target.max_length)
+        if too_long.any():
+            too_long &= values.str.len().to_numpy() > target.max_length
         if too_long.any():
             limit = target.max_length
             log.add(
@@ -190,16 +199,17 @@ def _with_field(target: FieldTarget, problem: tuple) -> tuple:
 def _apply_value_map(target: FieldTarget, values: pd.Series, log: RejectLog) -> pd.Series:
     mapping = {as_text(k): as_text(v) for k, v in (target.spec.value_map or {}).items()}
     fallback = mapping.pop("*", None)
-    keys = pd.Index(list(mapping), dtype="str")
-    position = keys.get_indexer(values)
-    hit = position >= 0
-    mapped = np.asarray(list(mapping.values()) + [""], dtype=object)[position]  # -1 picks the ""
+    # Arrow kernels on the column pandas already holds: no Python string per row.
+    source = pa.array(values, type=pa.large_string())
+    position = pc.index_in(source, value_set=pa.array(list(mapping), type=pa.large_string()))
+    hit = position.is_valid()
+    mapped = pa.array(list(mapping.values()), type=pa.large_string()).take(position)
     # "" passes the map untouched (it is "no value", handled by default/required) unless
     # the map lists it, in which case `hit` covers it.
-    miss = ~hit & (values != "").to_numpy(dtype=bool)
-    source = values.to_numpy(dtype=object)
+    miss = ~hit.to_numpy(zero_copy_only=False) & (values != "").to_numpy(dtype=bool)
     if fallback is not None:
-        result = np.where(hit, mapped, np.where(miss, fallback, source))
+        unlisted = pc.if_else(pa.array(miss), pa.scalar(fallback, pa.large_string()), source)
+        result = pc.if_else(hit, mapped, unlisted)
     else:
         log.add(
             miss,
@@ -209,7 +219,7 @@ def _apply_value_map(target: FieldTarget, values: pd.Series, log: RejectLog) -> 
                 dtype=object
             ),
         )
-        result = np.where(hit, mapped, source)
+        result = pc.if_else(hit, mapped, source)
     return pd.Series(result, dtype="str")
 
 
@@ -265,6 +275,10 @@ def _reject_duplicate_keys(
         return
     normal = values if target.case_sensitive_key else values.str.lower()
     normal = normal[candidates]
+    # Most chunks have no repeated key: one hash pass answers that without pandas' duplicated().
+    # (pc.unique, not pc.count_distinct: the latter is several times slower on strings.)
+    if len(pc.unique(pa.array(normal, type=pa.large_string()))) == len(normal):
+        return
     repeated = normal.duplicated(keep=False).to_numpy(dtype=bool)
     if not repeated.any():
         return

@@ -72,7 +72,8 @@ class RejectLog:
         frame = pd.DataFrame(
             {
                 "row": self.rows[idx].astype(np.int64),
-                "key": self.keys.to_numpy(dtype=object)[idx],
+                # Only the rejected rows' keys become Python strings, not the whole column's.
+                "key": self.keys.iloc[idx].to_numpy(dtype=object),
                 "field": np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in self._parts]),
                 "reason": np.concatenate([p[3].to_numpy(dtype=object) for p in self._parts]),
                 "code": np.concatenate([np.full(len(p[0]), p[2], dtype=object) for p in self._parts]),
