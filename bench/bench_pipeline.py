@@ -405,19 +405,7 @@ def _services(workdir: Path) -> tuple[Any, Any]:
 
 
 def _task_env(workdir: Path, redis_server: Any, emulator: Any) -> dict[str, str]:
-    from scripts.services import CREDENTIALS
-
-    salesforce = {
-        "conn_type": "salesforce",
-        "login": CREDENTIALS["username"],
-        "password": CREDENTIALS["password"],
-        "extra": {
-            "token_url": f"{emulator.base_url}/services/oauth2/token",
-            "consumer_key": CREDENTIALS["client_id"],
-            "consumer_secret": CREDENTIALS["client_secret"],
-            "version": "62.0",
-        },
-    }
+    salesforce = emulator.salesforce_connection()
     staging = {"conn_type": "redis", "host": redis_server.host, "port": redis_server.port, "extra": {"db": STAGING_DB}}
     return {
         **os.environ,

@@ -73,6 +73,20 @@ class EmulatorProcess:
         resp.raise_for_status()
         return resp.json()
 
+    def salesforce_connection(self) -> dict[str, Any]:
+        """The DMS `salesforce_default` connection (OAuth at the token URL) for this emulator."""
+        return {
+            "conn_type": "salesforce",
+            "login": CREDENTIALS["username"],
+            "password": CREDENTIALS["password"],
+            "extra": {
+                "token_url": f"{self.base_url}/services/oauth2/token",
+                "consumer_key": CREDENTIALS["client_id"],
+                "consumer_secret": CREDENTIALS["client_secret"],
+                "version": "62.0",
+            },
+        }
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

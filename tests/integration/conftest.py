@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scripts.audit_server import AuditServer
-from scripts.services import CREDENTIALS, EmulatorProcess, RedisServer, ensure_redis
+from scripts.services import EmulatorProcess, RedisServer, ensure_redis
 
 # The stage's database in tests: never the broker's db 0, never a user's db 1.
 TEST_STAGING_DB = 13
@@ -42,19 +42,7 @@ def dms_connections(
     client.flushdb()
     emulator.admin("/__emulator/reset", "POST")
     env = {
-        "AIRFLOW_CONN_SALESFORCE_DEFAULT": json.dumps(
-            {
-                "conn_type": "salesforce",
-                "login": CREDENTIALS["username"],
-                "password": CREDENTIALS["password"],
-                "extra": {
-                    "token_url": f"{emulator.base_url}/services/oauth2/token",
-                    "consumer_key": CREDENTIALS["client_id"],
-                    "consumer_secret": CREDENTIALS["client_secret"],
-                    "version": "62.0",
-                },
-            }
-        ),
+        "AIRFLOW_CONN_SALESFORCE_DEFAULT": json.dumps(emulator.salesforce_connection()),
         "AIRFLOW_CONN_DMS_STAGING": json.dumps(
             {
                 "conn_type": "redis",
