@@ -9,6 +9,7 @@ import pytest
 
 from dms.errors import SourceError
 from dms.sources.csv import CsvChunk, iter_csv_chunks
+from dms.sources.text import decode_batch
 from dms.spec import CsvSource
 from dms.transform import REJECT_COLUMNS
 
@@ -24,7 +25,7 @@ def _read(path: Path, chunk_rows: int = 1000, **source: object) -> list[CsvChunk
 
 
 def _rows(chunks: list[CsvChunk]) -> list[dict]:
-    return [row for chunk in chunks for row in chunk.batch.to_pylist()]
+    return [row for chunk in chunks for row in decode_batch(chunk.batch).to_pylist()]
 
 
 def test_every_column_is_a_string_and_values_are_not_inferred(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from dms.errors import FatalError
 
 # Celery's broker conventionally uses db 0; the stage never shares it.
 DEFAULT_STAGING_DB = 1
+STAGE_READ_SIZE = 1 << 20
 
 
 class DmsRedisHook(RedisHook):
@@ -32,6 +33,9 @@ class DmsRedisHook(RedisHook):
             # opens its connections lazily, so setting the db now applies to every one of them.
             self.db = DEFAULT_STAGING_DB
             client.connection_pool.connection_kwargs["db"] = self.db
+        # Staged chunks are megabytes: reading them 64 KiB at a time (redis-py's default) cost
+        # about as much as decompressing them (bench/bench_pipeline.py).
+        client.connection_pool.connection_kwargs.setdefault("socket_read_size", STAGE_READ_SIZE)
         broker = os.environ.get("AIRFLOW__CELERY__BROKER_URL", "")
         if broker.startswith("redis"):
             parsed = urlparse(broker)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
 from dms.operators.base import DmsOperator, resolve_data_path
+
+if TYPE_CHECKING:
+    from dms.sources.csv import CsvChunk
+    from dms.staging import ChunkKey
 
 
 class ExtractOperator(DmsOperator):
@@ -35,13 +40,23 @@ class ExtractOperator(DmsOperator):
 
         path = resolve_data_path(obj.source.path)
         refs: list[dict[str, Any]] = []
-        for index, chunk in enumerate(iter_csv_chunks(path, obj.source, chunk_rows)):
-            key = self.chunk_key(context, index)
+
+        def put(key: ChunkKey, chunk: CsvChunk) -> None:
             stage.put_table(key, "raw", chunk.batch)
             stage.put_json(f"{key.redis_key('malformed')}", chunk.malformed_records())
-            rows = chunk.batch.num_rows + len(chunk.malformed)
-            refs.append({"object": obj.name, "chunk": index, "rows": rows})
-            self.log.info("staged chunk %s of %s: %s rows", index, obj.name, rows)
+            self.log.info("staged chunk %s of %s: %s rows", key.chunk, obj.name, chunk.rows)
+
+        # Each chunk is compressed and sent on a second thread while the next one is parsed
+        # (both release the GIL), one chunk in flight at most: memory stays at two chunks.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dms-stage") as staging:
+            pending: Future[None] | None = None
+            for index, chunk in enumerate(iter_csv_chunks(path, obj.source, chunk_rows)):
+                if pending is not None:
+                    pending.result()
+                pending = staging.submit(put, self.chunk_key(context, index), chunk)
+                refs.append({"object": obj.name, "chunk": index, "rows": chunk.rows})
+            if pending is not None:
+                pending.result()
         if not refs:
             # An empty source still reconciles: zero rows in, zero out.
             self.log.warning("%s: the source %s has no data rows", obj.name, obj.source.path)

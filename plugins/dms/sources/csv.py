@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from dms.errors import SourceError
+from dms.sources.text import ENCODING_HINT, SOURCE_KEY, mark, original, transport_encoding
 from dms.spec import CsvSource
 
 ROW_COLUMN = "__row"
@@ -43,10 +44,6 @@ _TEXT_PREVIEW = 200
 # More malformed rows than this (or than chunk_rows, if larger) waiting for one chunk means
 # a wrong delimiter or quotechar, not a few bad rows: fail instead of rejecting them all.
 MAX_MALFORMED_PER_CHUNK = 10_000
-_ENCODING_HINT = (
-    "check the spec's `encoding` (for example gb18030 for Chinese GBK/GB2312 exports, "
-    "cp1252 or latin-1 for Western Windows exports)"
-)
 
 
 class MalformedRow(NamedTuple):
@@ -61,7 +58,10 @@ class MalformedRow(NamedTuple):
 class CsvChunk:
     """One chunk of a file: the parsed rows, and the malformed rows that fall among them.
 
-    `batch` has a leading int64 `__row` column and one string column per header name.
+    `batch` has a leading int64 `__row` column and one string column per header name. For
+    an encoding whose decoding is left to the transform (`dms.sources.text`), those strings
+    are the file's bytes read as latin-1 and each field's metadata names the encoding;
+    `dms.sources.text.decode_batch` turns them into the text.
     `malformed` holds the rows whose field count did not match the header and whose row
     number lies after the previous chunk's last row and before this chunk's last row (the
     last chunk also takes any that follow its last row). So `batch.num_rows + len(malformed)`
@@ -181,7 +181,7 @@ def _read_header(path: Path, source: CsvSource) -> tuple[list[str], int]:
 def _decode_error_message(path: Path, encoding: str) -> str:
     """Find the first line that is not valid `encoding` and say so; only called on failure."""
     where = _first_undecodable(path, encoding)
-    return f"{path}: {where} is not valid {encoding}; {_ENCODING_HINT}"
+    return f"{path}: {where} is not valid {encoding}; {ENCODING_HINT}"
 
 
 def _first_undecodable(path: Path, encoding: str) -> str:
@@ -231,7 +231,13 @@ class _ChunkReader:
         self.names = names
         self.chunk_rows = chunk_rows
         self.block_size = block_size
-        self.schema = pa.schema([(ROW_COLUMN, pa.int64())] + [(n, pa.string()) for n in names])
+        # Read as latin-1 and decoded by the transforms where that is exact (dms.sources.text):
+        # the columns then carry the encoding they still need.
+        self.transport = transport_encoding(source.encoding, source.delimiter + source.quotechar)
+        columns = [pa.field(n, pa.string()) for n in names]
+        if self.transport:
+            columns = [mark(f, source.encoding) for f in columns]
+        self.schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *columns], metadata={SOURCE_KEY: str(path)})
         # pyarrow numbers rows from 1 and counts each skipped line as a row, so the first
         # data row's number is the number of lines before it plus one.
         self.next_row = lines_before_data + 1
@@ -263,7 +269,8 @@ class _ChunkReader:
                 f"check the spec's `delimiter` ({self.source.delimiter!r}) and `quotechar` ({self.source.quotechar!r})"
             )
             return "error"
-        self.malformed.append(MalformedRow(int(row.number), row.text, reason))
+        text = original(row.text, self.source.encoding if self.transport else None)
+        self.malformed.append(MalformedRow(int(row.number), text, reason))
         self.unnumbered_bad.append(int(row.number))
         # 'skip' keeps the stream going; the row is handed on with its chunk, not lost.
         return "skip"
@@ -278,7 +285,7 @@ class _ChunkReader:
                     block_size=self.block_size,
                     skip_rows=self.lines_before_data,
                     column_names=self.names,
-                    encoding=_arrow_encoding(source.encoding),
+                    encoding=self.transport or _arrow_encoding(source.encoding),
                 ),
                 parse_options=pa_csv.ParseOptions(
                     delimiter=source.delimiter,

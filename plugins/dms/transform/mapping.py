@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dms.errors import FatalError
+from dms.sources.text import decode_batch
 from dms.spec import ObjectSpec
 from dms.transform.casting import byte_lengths, cast_column, email_problem
 from dms.transform.describe import FieldTarget, resolve_targets
@@ -101,6 +102,8 @@ def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) ->
             f"object {obj.name!r} ({obj.sobject}): source column(s) {missing} not in the data; "
             f"the columns are {available}"
         )
+    # Only the columns the spec reads are decoded (see dms.sources.text for why it happens here).
+    table = decode_batch(table, list(dict.fromkeys(wanted)))
     arrays: dict[str, pa.ChunkedArray] = {ROW_COLUMN: table.column(ROW_COLUMN).cast(pa.int64())}
     for name in dict.fromkeys(wanted):
         column = table.column(name)
