@@ -49,7 +49,7 @@ def _params(spec: MigrationSpec) -> dict[str, Param]:
 def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
     """One DAG for one spec; its ids depend only on the spec, so they are stable across parses."""
     from dms.operators.extract import ExtractOperator
-    from dms.operators.load import LoadOperator
+    from dms.operators.load import LoadOperator, RelinkOperator
     from dms.operators.reconcile import ReconcileOperator
     from dms.operators.transform import TransformOperator
 
@@ -69,22 +69,45 @@ def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
         default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": pendulum.duration(seconds=30)},
     ) as dag:
         common: dict[str, Any] = {"spec_file": str(spec_file)}
-        extracts, transforms, loads = {}, {}, {}
-        for obj in spec.objects:
-            with TaskGroup(group_id=obj.name, tooltip=f"{obj.sobject} ({obj.operation})"):
-                extract = ExtractOperator(task_id="extract", object_name=obj.name, **common)
-                transform = TransformOperator.partial(task_id="transform", object_name=obj.name, **common).expand(
-                    chunk=extract.output
-                )
-                load = LoadOperator.partial(task_id="load", object_name=obj.name, **common).expand(
-                    chunk=transform.output
-                )
-            extracts[obj.name], transforms[obj.name], loads[obj.name] = extract.output, transform.output, load.output
+        extracts, transforms, loads, relinks = {}, {}, {}, {}
+        load_tasks: dict[str, Any] = {}
+        groups, deferred = spec.load_plan()
+        parents = spec.dependencies()
+        for group in groups:
+            for name in group:
+                obj = spec.object(name)
+                with TaskGroup(group_id=obj.name, tooltip=f"{obj.sobject} ({obj.operation})"):
+                    extract = ExtractOperator(task_id="extract", object_name=obj.name, **common)
+                    transform = TransformOperator.partial(task_id="transform", object_name=obj.name, **common).expand(
+                        chunk=extract.output
+                    )
+                    load = LoadOperator.partial(task_id="load", object_name=obj.name, **common).expand(
+                        chunk=transform.output
+                    )
+                extracts[name], transforms[name], loads[name] = extract.output, transform.output, load.output
+                load_tasks[name] = load
+                # A child's load waits for its parents' loads only: extracts and transforms of
+                # every object run as early as they can.
+                for field, parent in parents[name].items():
+                    if field not in deferred[name]:
+                        load_tasks[parent] >> load
+            for name in group:
+                if not deferred[name]:
+                    continue
+                obj = spec.object(name)
+                with TaskGroup(group_id=f"{obj.name}_relink", tooltip=f"{obj.sobject}: set deferred lookups"):
+                    relink = RelinkOperator.partial(task_id="relink", object_name=name, **common).expand(
+                        chunk=transforms[name]
+                    )
+                for member in group:
+                    load_tasks[member] >> relink
+                relinks[name] = relink.output
         ReconcileOperator(
             task_id="reconcile",
             extracts=extracts,
             transforms=transforms,
             loads=loads,
+            relinks=relinks,
             trigger_rule="all_done",
             retries=0,
             **common,

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dms.errors import SpecError
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
-Operation = Literal["insert", "update", "upsert"]
+Operation = Literal["insert", "update", "upsert", "delete", "hardDelete"]
+DELETES = ("delete", "hardDelete")
 
 
 class _Model(BaseModel):
@@ -21,10 +31,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LookupSpec(_Model):
+    """Find the Id of an existing record that DMS does not load (a User by email, a RecordType by name)."""
+
+    sobject: str
+    field: str = Field(description="the field of `sobject` that the source value matches")
+    where: str | None = Field(default=None, description="an extra SOQL condition, e.g. SobjectType = 'Account'")
+
+
 class FieldSpec(_Model):
     """How one Salesforce field is filled from the source row."""
 
-    source: str | None = Field(default=None, description="source column")
+    source: str | list[str] | None = Field(
+        default=None, description="source column, or several joined by `separator` (a composite key)"
+    )
+    separator: str = Field(default="", description="joins the columns of a list `source`")
     value: Any = Field(default=None, description="a constant, when there is no source column")
     type: FieldType = "string"
     format: str | None = Field(default=None, description="strptime format for date and datetime sources")
@@ -34,6 +55,12 @@ class FieldSpec(_Model):
     value_map: dict[str, Any] | None = None
     default: Any = None
     required: bool = False
+    parent: str | None = Field(
+        default=None,
+        description="for a lookup column like Account.Legacy_Id__c: the spec object that loads the parent "
+        "(found by sobject and external id when left out)",
+    )
+    lookup: LookupSpec | None = None
     true_values: list[str] = Field(default_factory=lambda: ["true", "1", "yes", "y", "t"])
     false_values: list[str] = Field(default_factory=lambda: ["false", "0", "no", "n", "f"])
 
@@ -43,29 +70,53 @@ class FieldSpec(_Model):
             raise ValueError("give either 'source' (a column) or 'value' (a constant)")
         if self.source is not None and self.value is not None:
             raise ValueError("give 'source' or 'value', not both")
+        if isinstance(self.source, list) and not self.source:
+            raise ValueError("'source' lists no columns")
         return self
 
+    @property
+    def columns(self) -> list[str]:
+        """The source columns this field reads."""
+        if self.source is None:
+            return []
+        return [self.source] if isinstance(self.source, str) else list(self.source)
 
-class CsvSource(_Model):
-    """A delimited text export."""
 
-    kind: Literal["csv"] = "csv"
-    path: str
+def _check_encoding(value: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {value!r}") from exc
+    return value
+
+
+class _FileSource(_Model):
+    """A file under the data root (DMS_DATA_ROOT)."""
+
+    path: str = Field(description="relative to the data root")
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError("must be a path relative to the data root, without '..'")
+        return value
+
+
+class CsvSource(_FileSource):
+    """A delimited text export (.csv, or .txt with another delimiter)."""
+
+    kind: Literal["csv", "txt"] = "csv"
     encoding: str = "utf-8"
     delimiter: str = ","
     quotechar: str = '"'
-    skip_rows: int = Field(default=0, ge=0)
+    skip_rows: int = Field(default=0, ge=0, description="lines before the header (or before the data, without one)")
+    header: bool = Field(default=True, description="the first row after skip_rows names the columns")
+    columns: list[str] | None = Field(default=None, description="the column names, for a file without a header")
 
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError as exc:
-            raise ValueError(f"unknown encoding {value!r}") from exc
-        return value
+    _encoding = field_validator("encoding")(classmethod(lambda cls, v: _check_encoding(v)))
 
     @field_validator("delimiter", "quotechar")
     @classmethod
@@ -74,12 +125,114 @@ class CsvSource(_Model):
             raise ValueError("must be exactly one character")
         return value
 
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        if Path(value).is_absolute() or ".." in Path(value).parts:
-            raise ValueError("must be a path relative to the data root, without '..'")
-        return value
+    @model_validator(mode="after")
+    def _names(self) -> CsvSource:
+        if not self.header and not self.columns:
+            raise ValueError("a file without a header needs 'columns' (the column names, in order)")
+        if self.header and self.columns:
+            raise ValueError("'columns' is for files without a header (header: false); rename columns in 'fields'")
+        return self
+
+
+class FixedWidthColumn(_Model):
+    name: str
+    start: int | None = Field(default=None, ge=1, description="1-based position; default: right after the previous")
+    width: int = Field(ge=1)
+
+
+class FixedWidthSource(_FileSource):
+    """A fixed-width text export: each column at a fixed position in every line."""
+
+    kind: Literal["fixed_width"]
+    encoding: str = "utf-8"
+    columns: list[FixedWidthColumn] = Field(min_length=1)
+    # Mainframe and legacy Chinese exports count bytes (a GBK character takes two); newer
+    # tools count characters.
+    unit: Literal["bytes", "characters"] = "bytes"
+    skip_rows: int = Field(default=0, ge=0, description="lines before the data (headers, banners)")
+
+    _encoding = field_validator("encoding")(classmethod(lambda cls, v: _check_encoding(v)))
+
+
+class ExcelSource(_FileSource):
+    """One sheet of an .xlsx workbook."""
+
+    kind: Literal["xlsx"]
+    sheet: str | int | None = Field(default=None, description="sheet name, or 1-based position; default the first")
+    header_row: int = Field(default=1, ge=1, description="the row that names the columns; data follows it")
+
+
+class ParquetSource(_FileSource):
+    kind: Literal["parquet"]
+    columns: list[str] | None = None
+
+
+class PickleSource(_FileSource):
+    """A pickled pandas DataFrame. Unpickling runs code, so only files the user vouches for."""
+
+    kind: Literal["pickle"]
+    trusted: bool = False
+
+    @model_validator(mode="after")
+    def _only_trusted(self) -> PickleSource:
+        if not self.trusted:
+            raise ValueError(
+                "reading a pickle runs any code inside it; set 'trusted: true' only for a file you produced "
+                "yourself, or export it as parquet or csv instead"
+            )
+        return self
+
+
+class SqlSource(_Model):
+    """A table or query in a database, through an Airflow connection (postgres, mysql...)."""
+
+    kind: Literal["sql"]
+    conn_id: str
+    table: str | None = None
+    query: str | None = None
+    change_column: str | None = Field(
+        default=None, description="read only rows whose value lies in the run's data interval [start, end)"
+    )
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give 'table' or 'query', exactly one")
+        return self
+
+
+class SalesforceSource(_Model):
+    """Records of a Salesforce org, through a Bulk API 2.0 query (org-to-org, or keys to delete)."""
+
+    kind: Literal["salesforce"]
+    conn_id: str | None = Field(default=None, description="default: the spec's Salesforce connection")
+    soql: str
+    change_column: str | None = Field(default=None, description="e.g. LastModifiedDate, for incremental runs")
+
+
+SOURCE_KINDS = (CsvSource, FixedWidthSource, ExcelSource, ParquetSource, PickleSource, SqlSource, SalesforceSource)
+FILE_SOURCES = (CsvSource, FixedWidthSource, ExcelSource, ParquetSource, PickleSource)
+
+
+def _source_kind(value: Any) -> str:
+    # `kind` may be left out for a CSV, as the first specs did.
+    if isinstance(value, dict):
+        return value.get("kind", "csv") if value.get("kind") != "txt" else "csv"
+    kind = getattr(value, "kind", "csv")
+    return "csv" if kind == "txt" else kind
+
+
+_SOURCE_TAGS = ("csv", "txt", "fixed_width", "xlsx", "parquet", "pickle", "sql", "salesforce")
+Source = Annotated[
+    Annotated[CsvSource, Tag("csv")]
+    | Annotated[FixedWidthSource, Tag("fixed_width")]
+    | Annotated[ExcelSource, Tag("xlsx")]
+    | Annotated[ParquetSource, Tag("parquet")]
+    | Annotated[PickleSource, Tag("pickle")]
+    | Annotated[SqlSource, Tag("sql")]
+    | Annotated[SalesforceSource, Tag("salesforce")],
+    Discriminator(_source_kind),
+]
 
 
 class ObjectSpec(_Model):
@@ -90,7 +243,7 @@ class ObjectSpec(_Model):
     operation: Operation = "upsert"
     external_id: str | None = None
     key: str | None = Field(default=None, description="source column that identifies a row in reports")
-    source: CsvSource
+    source: Source
     fields: dict[str, FieldSpec]
 
     @field_validator("name")
@@ -108,7 +261,30 @@ class ObjectSpec(_Model):
             raise ValueError(f"external_id {self.external_id!r} must be one of the mapped fields")
         if not self.fields:
             raise ValueError("map at least one field")
+        if self.operation in DELETES:
+            # Salesforce's delete jobs take the record Id and nothing else.
+            if [n.lower() for n in self.fields] != ["id"]:
+                raise ValueError(f"a {self.operation} maps exactly one field, Id (from the source or a SOQL query)")
+            if self.external_id:
+                raise ValueError(f"a {self.operation} goes by Id; remove 'external_id'")
+        if self.operation == "update" and self.external_id:
+            raise ValueError("an update goes by Id; to match on an external id use operation: upsert")
+        for name, field in self.fields.items():
+            if field.parent is not None and "." not in name:
+                raise ValueError(f"fields.{name}: 'parent' belongs on a lookup column named like Account.Legacy_Id__c")
+            if field.lookup is not None and "." in name:
+                raise ValueError(
+                    f"fields.{name}: 'lookup' fills an Id field such as OwnerId, not a relationship column"
+                )
         return self
+
+    def lookup_fields(self) -> dict[str, tuple[str, str]]:
+        """Lookup columns by parent external id: field name -> (relationship, external id field)."""
+        return {
+            name: tuple(name.split(".", 1))  # type: ignore[misc]
+            for name in self.fields
+            if "." in name
+        }
 
 
 class Connections(_Model):
@@ -150,9 +326,102 @@ class MigrationSpec(_Model):
             raise ValueError("list at least one object")
         return self
 
+    @model_validator(mode="after")
+    def _parents_resolve(self) -> MigrationSpec:
+        self.dependencies()  # raises ValueError for a `parent` that names no object
+        return self
+
     @property
     def dag_id(self) -> str:
         return f"dms_{self.name}"
+
+    def object(self, name: str) -> ObjectSpec:
+        for obj in self.objects:
+            if obj.name == name:
+                return obj
+        raise KeyError(name)
+
+    def dependencies(self) -> dict[str, dict[str, str]]:
+        """For each object, its lookup columns that point at another object of this spec: field -> parent.
+
+        A lookup column `Account.Legacy_Id__c` points at the object named by its `parent`, or
+        else at the one object that loads sObject `Account` (the relationship name; `Foo__r`
+        means `Foo__c`) with external id `Legacy_Id__c`. A lookup that matches no object
+        refers to records already in Salesforce: it orders nothing, and its rows are still
+        checked for a missing parent at load time.
+        """
+        out: dict[str, dict[str, str]] = {}
+        for obj in self.objects:
+            edges: dict[str, str] = {}
+            for name, (relationship, ext_id) in obj.lookup_fields().items():
+                explicit = obj.fields[name].parent
+                if explicit is not None:
+                    if explicit not in {o.name for o in self.objects}:
+                        raise ValueError(
+                            f"objects.{obj.name}.fields.{name}.parent: no object named {explicit!r} in this spec"
+                        )
+                    edges[name] = explicit
+                    continue
+                sobject = relationship[:-3] + "__c" if relationship.endswith("__r") else relationship
+                candidates = [
+                    o.name
+                    for o in self.objects
+                    if o.sobject.lower() == sobject.lower() and (o.external_id or "").lower() == ext_id.lower()
+                ]
+                if len(candidates) == 1:
+                    edges[name] = candidates[0]
+            out[obj.name] = edges
+        return out
+
+    def load_plan(self) -> tuple[list[list[str]], dict[str, set[str]]]:
+        """Groups of objects in load order, and each object's lookup fields deferred to a second pass.
+
+        Objects that look each other up (a cycle), or an object that looks itself up, form one
+        group. Within a group, such lookups are deferred: the records are loaded without them,
+        then updated with them once every record of the group exists. Groups come parents
+        first (topological order, ties in spec order).
+        """
+        deps = self.dependencies()
+        order = [o.name for o in self.objects]
+        index = {name: i for i, name in enumerate(order)}
+        # Tarjan's strongly connected components; iterative would be overkill for a spec's few objects.
+        counter = [0]
+        low: dict[str, int] = {}
+        seen: dict[str, int] = {}
+        stack: list[str] = []
+        on_stack: set[str] = set()
+        groups: list[list[str]] = []
+
+        def visit(node: str) -> None:
+            seen[node] = low[node] = counter[0]
+            counter[0] += 1
+            stack.append(node)
+            on_stack.add(node)
+            for parent in deps[node].values():
+                if parent not in seen:
+                    visit(parent)
+                    low[node] = min(low[node], low[parent])
+                elif parent in on_stack:
+                    low[node] = min(low[node], seen[parent])
+            if low[node] == seen[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                groups.append(sorted(group, key=index.__getitem__))
+
+        for name in order:
+            if name not in seen:
+                visit(name)
+        # Tarjan emits a component only after every component it depends on: parents first.
+        group_of = {m: i for i, g in enumerate(groups) for m in g}
+        deferred = {
+            name: {f for f, parent in deps[name].items() if group_of[parent] == group_of[name]} for name in order
+        }
+        return groups, deferred
 
 
 def _yaml_path(loc: tuple[Any, ...], doc: Any) -> str:
@@ -167,6 +436,8 @@ def _yaml_path(loc: tuple[Any, ...], doc: Any) -> str:
                 if isinstance(node, dict) and "name" in node:
                     label = f"[{item}] (name: {node['name']})"
             parts.append(label)
+        elif isinstance(node, dict) and item not in node and item in _SOURCE_TAGS:
+            continue  # the union member pydantic tried, not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))
             node = node.get(item) if isinstance(node, dict) else None
@@ -185,6 +456,8 @@ def parse_spec(doc: Any, source: str) -> MigrationSpec:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown key (check the spelling)"
+            elif err["type"] == "union_tag_invalid":
+                message = f"unknown kind {err['ctx']['tag']!r}; use one of {', '.join(_SOURCE_TAGS)}"
             lines.append(f"  {_yaml_path(err['loc'], doc)}: {message}")
         raise SpecError(f"{source}: invalid migration spec\n" + "\n".join(lines)) from None
 

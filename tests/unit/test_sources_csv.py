@@ -253,3 +253,14 @@ def test_skip_rows_beyond_the_file_is_a_source_error(tmp_path: Path) -> None:
 def test_chunk_rows_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="chunk_rows"):
         _read(_write(tmp_path, "a\n1\n"), chunk_rows=0)
+
+
+def test_a_file_without_header_takes_its_column_names_from_the_spec(tmp_path: Path) -> None:
+    path = _write(tmp_path, "EXPORT 2024\nC1|华夏|北京\nC2|长城|上海\n", name="customers.txt", encoding="gb18030")
+    chunks = _read(
+        path, kind="txt", delimiter="|", header=False, columns=["id", "name", "city"], skip_rows=1, encoding="gb18030"
+    )
+    assert _rows(chunks) == [
+        {"__row": 2, "id": "C1", "name": "华夏", "city": "北京"},
+        {"__row": 3, "id": "C2", "name": "长城", "city": "上海"},
+    ]

@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
+from dms.errors import FatalError
 from dms.operators.base import DmsOperator, resolve_data_path
 
+# A lookup's map is staged as one JSON document and read by every transform.
+MAX_LOOKUP_RECORDS = 200_000
+
 if TYPE_CHECKING:
-    from dms.sources.csv import CsvChunk
+    from dms.sources import SourceChunk
     from dms.staging import ChunkKey
 
 
@@ -24,7 +28,8 @@ class ExtractOperator(DmsOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from dms.hooks.salesforce import DmsSalesforceHook
-        from dms.sources.csv import iter_csv_chunks
+        from dms.sources import SourceContext, iter_chunks
+        from dms.spec import FILE_SOURCES
         from dms.transform import describe_subset
 
         obj = self.obj
@@ -37,11 +42,22 @@ class ExtractOperator(DmsOperator):
         sf = DmsSalesforceHook(salesforce_conn_id=self.spec.connections.salesforce).get_conn()
         describe = sf.restful(f"sobjects/{obj.sobject}/describe")
         stage.put_json(f"{dag_id}:{run_id}:{obj.name}:describe", describe_subset(describe))
+        stage.put_json(f"{dag_id}:{run_id}:{obj.name}:lookups", self._lookups(sf))
 
-        path = resolve_data_path(obj.source.path)
+        source = obj.source
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if not (start and end and start < end):
+            # A manual run of an unscheduled DAG has no interval (or an empty one): it reads everything.
+            start = end = None
+        where = SourceContext(
+            path=resolve_data_path(source.path) if isinstance(source, FILE_SOURCES) else None,
+            interval_start=start,
+            interval_end=end,
+            salesforce_conn_id=self.spec.connections.salesforce,
+        )
         refs: list[dict[str, Any]] = []
 
-        def put(key: ChunkKey, chunk: CsvChunk) -> None:
+        def put(key: ChunkKey, chunk: SourceChunk) -> None:
             stage.put_table(key, "raw", chunk.batch)
             stage.put_json(f"{key.redis_key('malformed')}", chunk.malformed_records())
             self.log.info("staged chunk %s of %s: %s rows", key.chunk, obj.name, chunk.rows)
@@ -50,7 +66,7 @@ class ExtractOperator(DmsOperator):
         # (both release the GIL), one chunk in flight at most: memory stays at two chunks.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dms-stage") as staging:
             pending: Future[None] | None = None
-            for index, chunk in enumerate(iter_csv_chunks(path, obj.source, chunk_rows)):
+            for index, chunk in enumerate(iter_chunks(source, chunk_rows, where)):
                 if pending is not None:
                     pending.result()
                 pending = staging.submit(put, self.chunk_key(context, index), chunk)
@@ -59,5 +75,41 @@ class ExtractOperator(DmsOperator):
                 pending.result()
         if not refs:
             # An empty source still reconciles: zero rows in, zero out.
-            self.log.warning("%s: the source %s has no data rows", obj.name, obj.source.path)
+            self.log.warning("%s: the source has no data rows", obj.name)
         return refs
+
+    def _lookups(self, sf: Any) -> dict[str, dict[str, Any]]:
+        """For each `lookup` field, the existing records' Ids by matched value, queried once per run.
+
+        Meant for small reference objects (Users, RecordTypes, Queues); values are lower-cased
+        because SOQL compares text case-insensitively. A value more than one record has is
+        listed as ambiguous, so its rows are rejected rather than linked to an arbitrary one.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name, field in self.obj.fields.items():
+            lookup = field.lookup
+            if lookup is None:
+                continue
+            soql = f"SELECT Id, {lookup.field} FROM {lookup.sobject}"
+            if lookup.where:
+                soql += f" WHERE {lookup.where}"
+            ids: dict[str, str] = {}
+            ambiguous: set[str] = set()
+            count = 0
+            for record in sf.query_all_iter(soql):
+                value = record.get(lookup.field)
+                if value in (None, ""):
+                    continue
+                count += 1
+                if count > MAX_LOOKUP_RECORDS:
+                    raise FatalError(
+                        f"{self.obj.name}.{name}: the lookup on {lookup.sobject}.{lookup.field} matches more than "
+                        f"{MAX_LOOKUP_RECORDS} records; narrow it with 'where', or load the parent by external id"
+                    )
+                key = str(value).strip().lower()
+                if key in ids and ids[key] != record["Id"]:
+                    ambiguous.add(key)
+                ids[key] = record["Id"]
+            out[name] = {"ids": ids, "ambiguous": sorted(ambiguous)}
+            self.log.info("lookup %s: %s %s records by %s", name, len(ids), lookup.sobject, lookup.field)
+        return out

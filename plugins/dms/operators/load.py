@@ -6,12 +6,16 @@ import csv
 import io
 import time
 from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk import Context
 
-from dms.errors import ReconcileError
+from dms.errors import FatalError, ReconcileError
 from dms.operators.base import DmsOperator
+from dms.staging import ChunkKey
+
+REJECT_COLUMNS = ["row", "key", "field", "reason", "code"]
 
 ROW = "__row"
 
@@ -66,9 +70,17 @@ def match_results(
 
 
 class LoadOperator(DmsOperator):
-    """Load one staged chunk through Bulk API 2.0 and keep every row's result."""
+    """Load one staged chunk through Bulk API 2.0 and keep every row's result.
+
+    Lookup columns (`Account.Legacy_Id__c`) are checked first: a row whose parent is neither
+    loaded by this run nor already in Salesforce is rejected as MISSING_PARENT instead of
+    failing in Salesforce with a less helpful error. Lookups that `MigrationSpec.load_plan`
+    defers (a self-lookup, a cycle) are left out here and set by `RelinkOperator`.
+    """
 
     template_fields = ("chunk",)
+    # Staged result kinds, and the key set of this object's loaded external ids.
+    kind = ""
 
     def __init__(self, *, chunk: dict[str, Any], poll_seconds: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -76,15 +88,10 @@ class LoadOperator(DmsOperator):
         self.poll_seconds = poll_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import pandas as pd
-        import pyarrow as pa
-
-        from dms.hooks.salesforce import DmsSalesforceHook
-        from dms.salesforce.bulk2 import Bulk2Client
-
         obj = self.obj
         key = self.chunk_key(context, int(self.chunk["chunk"]))
-        out: dict[str, Any] = {**self.chunk, "loaded": 0, "failed": 0, "created": 0, "job_id": None}
+        out: dict[str, Any] = {**self.chunk, "loaded": 0, "failed": 0, "created": 0, "load_rejected": 0}
+        out["job_id"] = None
         started = time.time()
         if self.param(context, "dry_run", False):
             out["dry_run"] = True
@@ -92,75 +99,102 @@ class LoadOperator(DmsOperator):
             return self._audited(key, out, [], started)
         stage = self.stage()
         frame = stage.get_table(key, "ready").to_pandas()
+        deferred = self.spec.load_plan()[1][obj.name]
+        columns = [c for c in frame.columns if c != ROW and c not in deferred]
+        sf = self.salesforce()
+        frame, rejects = self.check_parents(stage, sf, context, key, frame, [c for c in columns if "." in c])
+        out["load_rejected"] = len(rejects)
         if frame.empty:
             return self._audited(key, out, [], started)
-        columns = [c for c in frame.columns if c != ROW]
-        client = Bulk2Client(DmsSalesforceHook(salesforce_conn_id=self.spec.connections.salesforce).get_conn())
-
-        job = self._resume(client, stage.ledger(key))
-        if job is None:
-            job = client.create_job(obj.sobject, obj.operation, obj.external_id)
-            # The ledger knows the job before any row leaves: a task killed during the upload
-            # finds the job on retry and aborts it (an Open job has processed nothing).
-            stage.record(key, job_id=job["id"], state="Open")
-            client.upload(job["id"], to_bulk_csv(frame, columns))
-            client.set_state(job["id"], "UploadComplete")
-            stage.record(key, state="UploadComplete")
-        job = client.wait(job["id"], self.poll_seconds)
-        stage.record(key, state=job["state"])
-        loaded, failures = match_results(
-            frame,
-            columns,
-            client.results(job["id"], "successfulResults"),
-            client.results(job["id"], "failedResults"),
-            client.results(job["id"], "unprocessedrecords"),
-            job.get("errorMessage", ""),
+        result = run_bulk_job(
+            self, stage, key, sf, obj.sobject, obj.operation, obj.external_id, frame, columns, self.poll_seconds
         )
-        if len(loaded) + len(failures) != len(frame):
-            raise ReconcileError(
-                f"chunk {key.chunk} of {obj.name}: job {job['id']} reported {len(loaded)} loaded and "
-                f"{len(failures)} failed for {len(frame)} uploaded rows"
-            )
+        self.register_keys(stage, context, frame, result.loaded)
         # The external id is the key people recognise in an error report.
-        ext_values = frame[obj.external_id] if obj.external_id else [""] * len(frame)
-        keys = dict(zip(frame[ROW].astype(int), ext_values, strict=True))
-        failure_table = pd.DataFrame(
-            [
-                {
-                    "row": f["row"],
-                    "key": keys.get(f["row"], ""),
-                    "id": f["id"],
-                    "code": f["code"],
-                    "message": f["message"],
-                }
-                for f in failures
-            ],
-            columns=["row", "key", "id", "code", "message"],
-        )
-        success_table = pd.DataFrame(
-            [{"row": r["row"], "key": keys.get(r["row"], ""), "id": r["id"], "created": r["created"]} for r in loaded],
-            columns=["row", "key", "id", "created"],
-        )
-        # Every row's result is kept: the row number and key map to the Salesforce Id or error.
-        stage.put_table(key, "failures", pa.Table.from_pandas(failure_table.astype(str), preserve_index=False))
-        stage.put_table(key, "successes", pa.Table.from_pandas(success_table.astype(str), preserve_index=False))
-        out.update(
-            loaded=len(loaded),
-            failed=len(failures),
-            created=sum(1 for r in loaded if r["created"]),
-            job_id=job["id"],
-            job_state=job["state"],
-        )
-        self.log.info(
-            "chunk %s of %s: job %s %s, %s loaded, %s failed",
-            key.chunk,
-            obj.name,
-            job["id"],
-            job["state"],
-            out["loaded"],
-            out["failed"],
-        )
-        return self._audited(key, out, failures, started)
+        out.update(result.counts())
+        return self._audited(key, out, result.failures, started)
+
+    def salesforce(self) -> Any:
+        from dms.hooks.salesforce import DmsSalesforceHook
+
+        return DmsSalesforceHook(salesforce_conn_id=self.spec.connections.salesforce).get_conn()
+
+    def check_parents(
+        self, stage: Any, sf: Any, context: Context, key: Any, frame: Any, lookup_columns: list[str]
+    ) -> tuple[Any, Any]:
+        """Reject the rows whose lookup names a parent that is not loaded and not in Salesforce.
+
+        The verdict is staged before any job starts, so a retry of this chunk rejects exactly
+        the same rows and uploads exactly what the first try did.
+        """
+        import pandas as pd
+        import pyarrow as pa
+
+        from dms.staging import StageMissingError
+
+        rejects_kind = f"{self.kind}load_rejects"
+        try:
+            rejects = stage.get_table(key, rejects_kind).to_pandas()
+        except StageMissingError:
+            rejects = self._missing_parents(stage, sf, context, frame, lookup_columns)
+            stage.put_table(key, rejects_kind, pa.Table.from_pandas(rejects, preserve_index=False))
+        if len(rejects):
+            gone = set(rejects["row"].astype(int))
+            frame = frame[~frame[ROW].astype(int).isin(gone)].reset_index(drop=True)
+            self.log.warning("chunk %s of %s: %s rows have a missing parent", key.chunk, self.object_name, len(gone))
+        return frame, rejects if len(rejects) else pd.DataFrame(columns=REJECT_COLUMNS)
+
+    def _missing_parents(self, stage: Any, sf: Any, context: Context, frame: Any, lookup_columns: list[str]) -> Any:
+        import pandas as pd
+
+        dag_id, run_id = self.run_ids(context)
+        describe = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:describe") or {}
+        parents = self.spec.dependencies()[self.object_name]
+        found_rows: list[dict[str, Any]] = []
+        rejected: set[int] = set()
+        for column in lookup_columns:
+            relationship, ext_id = column.split(".", 1)
+            parent_obj = parents.get(column)
+            if parent_obj:
+                sobject = self.spec.object(parent_obj).sobject
+            else:
+                sobject = _referenced_sobject(describe, relationship)
+            values = frame[column].astype(str)
+            wanted = {v.lower() for v in values if v}
+            known: set[str] = set()
+            if parent_obj and wanted:
+                known = loaded_keys(stage, dag_id, run_id, parent_obj, wanted)
+            if wanted - known:
+                known |= existing_keys(sf, sobject, ext_id, wanted - known)
+            for row, value in zip(frame[ROW].astype(int), values, strict=True):
+                if value and value.lower() not in known and row not in rejected:
+                    rejected.add(row)
+                    found_rows.append(
+                        {
+                            "row": row,
+                            "key": self.row_key(frame, row),
+                            "field": column,
+                            "reason": f"missing parent: no {sobject} with {ext_id} {value!r} was loaded by this run "
+                            "or exists in Salesforce",
+                            "code": "MISSING_PARENT",
+                        }
+                    )
+        return pd.DataFrame(found_rows, columns=REJECT_COLUMNS).astype({"row": "int64"})
+
+    def row_key(self, frame: Any, row: int) -> str:
+        if not self.obj.external_id:
+            return ""
+        match = frame.loc[frame[ROW].astype(int) == row, self.obj.external_id]
+        return str(match.iloc[0]) if len(match) else ""
+
+    def register_keys(self, stage: Any, context: Context, frame: Any, loaded: list[dict[str, Any]]) -> None:
+        """Remember this run's loaded external ids, so children find their parents without a query."""
+        ext_id = self.obj.external_id
+        if not ext_id or not loaded:
+            return
+        dag_id, run_id = self.run_ids(context)
+        by_row = dict(zip(frame[ROW].astype(int), frame[ext_id].astype(str), strict=True))
+        add_loaded_keys(stage, dag_id, run_id, self.object_name or "", [by_row[r["row"]] for r in loaded])
 
     def _audited(self, key: Any, out: dict[str, Any], failures: list[dict[str, Any]], started: float) -> dict:
         """Write the chunk's audit record (a retry overwrites its own) and return the XCom value."""
@@ -168,7 +202,7 @@ class LoadOperator(DmsOperator):
         self.audit().write_chunk(
             key.dag_id,
             key.run_id,
-            key.object_name,
+            key.object_name + (f".{self.kind.rstrip('_')}" if self.kind else ""),
             key.chunk,
             {
                 **out,
@@ -199,3 +233,223 @@ class LoadOperator(DmsOperator):
             return None
         self.log.info("resuming job %s (%s) from the ledger instead of uploading again", job_id, job["state"])
         return job
+
+
+class RelinkOperator(LoadOperator):
+    """Second pass of a self-lookup or a cycle: set the deferred lookups of the chunk's loaded records.
+
+    Runs once every object of the group is loaded, so every parent that this run loads
+    exists. It updates by the Salesforce Id that the first pass got for each row; rows whose
+    first pass failed have nothing to link. A row whose link fails stays in Salesforce
+    without it and is counted as failed, with the reason, in the object's error report.
+    """
+
+    kind = "relink_"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import pandas as pd
+
+        obj = self.obj
+        key = self.chunk_key(context, int(self.chunk["chunk"]))
+        out: dict[str, Any] = {"object": obj.name, "chunk": key.chunk, "linked": 0, "failed": 0, "job_id": None}
+        started = time.time()
+        deferred = sorted(self.spec.load_plan()[1][obj.name])
+        if self.param(context, "dry_run", False) or not deferred:
+            return self._audited(key, out, [], started)
+        stage = self.stage()
+        from dms.staging import StageMissingError
+
+        try:
+            successes = stage.get_table(key, "successes").to_pandas()
+        except StageMissingError:
+            return self._audited(key, out, [], started)  # nothing of this chunk was loaded
+        frame = stage.get_table(key, "ready").to_pandas()
+        ids = dict(zip(successes["row"].astype(int), successes["id"], strict=True))
+        frame = frame[frame[ROW].astype(int).isin(ids)]
+        frame = frame[(frame[deferred] != "").any(axis=1)].reset_index(drop=True)
+        if frame.empty:
+            return self._audited(key, out, [], started)
+        frame = pd.DataFrame(
+            {ROW: frame[ROW], "Id": frame[ROW].astype(int).map(ids), **{c: frame[c] for c in deferred}}
+        )
+        if obj.external_id:
+            frame[obj.external_id] = self._external_ids(stage, key, frame)
+        sf = self.salesforce()
+        frame, rejects = self.check_parents(stage, sf, context, key, frame, deferred)
+        failures = [
+            {"row": int(r["row"]), "id": ids.get(int(r["row"]), ""), "code": r["code"], "message": r["reason"]}
+            for r in rejects.to_dict("records")
+        ]
+        if not frame.empty:
+            result = run_bulk_job(
+                self, stage, key, sf, obj.sobject, "update", None, frame, ["Id", *deferred], self.poll_seconds
+            )
+            failures += result.failures
+            out["linked"] = len(result.loaded)
+            out["job_id"] = result.job_id
+        out["failed"] = len(failures)
+        stage.put_table(key, "relink_failures", _failure_table(failures, {}))
+        return self._audited(key, out, failures, started)
+
+    def _external_ids(self, stage: Any, key: Any, frame: Any) -> Any:
+        ready = stage.get_table(key, "ready").to_pandas()
+        by_row = dict(zip(ready[ROW].astype(int), ready[self.obj.external_id].astype(str), strict=True))
+        return frame[ROW].astype(int).map(by_row)
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    state: str
+    loaded: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "loaded": len(self.loaded),
+            "failed": len(self.failures),
+            "created": sum(1 for r in self.loaded if r["created"]),
+            "job_id": self.job_id,
+            "job_state": self.state,
+        }
+
+
+def run_bulk_job(
+    op: LoadOperator,
+    stage: Any,
+    key: Any,
+    sf: Any,
+    sobject: str,
+    operation: str,
+    external_id: str | None,
+    frame: Any,
+    columns: list[str],
+    poll_seconds: float,
+) -> JobResult:
+    """One Bulk API 2.0 job for `frame[columns]`, resumable from the chunk's ledger, with every row's result.
+
+    The ledger knows the job before any row leaves: a task killed during the upload finds
+    the job on retry and aborts it (an Open job has processed nothing); one killed later
+    resumes the job instead of uploading again. Success and failure tables are staged.
+    """
+    import pyarrow as pa
+
+    from dms.salesforce.bulk2 import Bulk2Client
+
+    client = Bulk2Client(sf)
+    ledger_key = ChunkKey(key.dag_id, key.run_id, key.object_name + (f"~{op.kind}" if op.kind else ""), key.chunk)
+    job = op._resume(client, stage.ledger(ledger_key))
+    if job is None:
+        job = client.create_job(sobject, operation, external_id)
+        stage.record(ledger_key, job_id=job["id"], state="Open")
+        client.upload(job["id"], to_bulk_csv(frame, columns))
+        client.set_state(job["id"], "UploadComplete")
+        stage.record(ledger_key, state="UploadComplete")
+    job = client.wait(job["id"], poll_seconds)
+    stage.record(ledger_key, state=job["state"])
+    loaded, failures = match_results(
+        frame,
+        columns,
+        client.results(job["id"], "successfulResults"),
+        client.results(job["id"], "failedResults"),
+        client.results(job["id"], "unprocessedrecords"),
+        job.get("errorMessage", ""),
+    )
+    if len(loaded) + len(failures) != len(frame):
+        raise ReconcileError(
+            f"chunk {key.chunk} of {key.object_name}: job {job['id']} reported {len(loaded)} loaded and "
+            f"{len(failures)} failed for {len(frame)} uploaded rows"
+        )
+    ext_id = op.obj.external_id
+    keys = dict(zip(frame[ROW].astype(int), frame[ext_id] if ext_id in frame else [""] * len(frame), strict=True))
+    if not op.kind:
+        success_table = pd_frame(
+            [{"row": r["row"], "key": keys.get(r["row"], ""), "id": r["id"], "created": r["created"]} for r in loaded],
+            ["row", "key", "id", "created"],
+        )
+        # Every row's result is kept: the row number and key map to the Salesforce Id or error.
+        stage.put_table(key, "failures", _failure_table(failures, keys))
+        stage.put_table(key, "successes", pa.Table.from_pandas(success_table.astype(str), preserve_index=False))
+    op.log.info(
+        "chunk %s of %s: %s job %s %s, %s loaded, %s failed",
+        key.chunk,
+        key.object_name,
+        operation,
+        job["id"],
+        job["state"],
+        len(loaded),
+        len(failures),
+    )
+    return JobResult(job["id"], job["state"], loaded, failures)
+
+
+def pd_frame(records: list[dict[str, Any]], columns: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(records, columns=columns)
+
+
+def _failure_table(failures: list[dict[str, Any]], keys: dict[int, str]) -> Any:
+    import pyarrow as pa
+
+    table = pd_frame(
+        [
+            {"row": f["row"], "key": keys.get(f["row"], ""), "id": f["id"], "code": f["code"], "message": f["message"]}
+            for f in failures
+        ],
+        ["row", "key", "id", "code", "message"],
+    )
+    return pa.Table.from_pandas(table.astype(str), preserve_index=False)
+
+
+def _referenced_sobject(describe: dict[str, dict[str, Any]], relationship: str) -> str:
+    for info in describe.values():
+        if (info.get("relationshipName") or "").lower() == relationship.lower() and info.get("referenceTo"):
+            return info["referenceTo"][0]
+    raise FatalError(f"no lookup relationship named {relationship!r} in the describe")
+
+
+def _loaded_set(dag_id: str, run_id: str, object_name: str) -> str:
+    return f"dms:keys:{dag_id}:{run_id}:{object_name}"
+
+
+def add_loaded_keys(stage: Any, dag_id: str, run_id: str, object_name: str, values: list[str]) -> None:
+    """Add external ids to the run's set for the object (idempotent: a retry adds the same ones)."""
+    name = _loaded_set(dag_id, run_id, object_name)
+    values = [v.lower() for v in values if v]
+    for start in range(0, len(values), 10_000):
+        stage.client.sadd(name, *values[start : start + 10_000])
+    stage.client.expire(name, stage.ttl)
+
+
+def loaded_keys(stage: Any, dag_id: str, run_id: str, object_name: str, wanted: set[str]) -> set[str]:
+    """Those of `wanted` (lower-cased external ids) that this run loaded for the object."""
+    name = _loaded_set(dag_id, run_id, object_name)
+    values = sorted(wanted)
+    found: set[str] = set()
+    for start in range(0, len(values), 10_000):
+        part = values[start : start + 10_000]
+        found.update(v for v, hit in zip(part, stage.client.smismember(name, part), strict=True) if hit)
+    return found
+
+
+# Values per SOQL IN list: Salesforce caps a query's text at 100,000 characters.
+_IN_BATCH = 200
+
+
+def existing_keys(sf: Any, sobject: str, field: str, wanted: set[str]) -> set[str]:
+    """Those of `wanted` (lower-cased) that some `sobject` record has in `field` (SOQL compares case-insensitively)."""
+    values = sorted(wanted)
+    found: set[str] = set()
+    for start in range(0, len(values), _IN_BATCH):
+        literals = ", ".join(soql_literal(v) for v in values[start : start + _IN_BATCH])
+        for record in sf.query_all_iter(f"SELECT {field} FROM {sobject} WHERE {field} IN ({literals})"):
+            if record.get(field) is not None:
+                found.add(str(record[field]).lower())
+    return found
+
+
+def soql_literal(value: str) -> str:
+    """A SOQL string literal: backslash and quote escaped, so a value can never change the query."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"

@@ -34,7 +34,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 class ReconcileOperator(DmsOperator):
     """Check the counts of every object, write the reject and error CSVs and the run summary."""
 
-    template_fields = ("extracts", "transforms", "loads")
+    template_fields = ("extracts", "transforms", "loads", "relinks")
 
     def __init__(
         self,
@@ -42,12 +42,14 @@ class ReconcileOperator(DmsOperator):
         extracts: dict[str, Any],
         transforms: dict[str, Any],
         loads: dict[str, Any],
+        relinks: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.extracts = extracts
         self.transforms = transforms
         self.loads = loads
+        self.relinks = relinks or {}
 
     def execute(self, context: Context) -> dict[str, Any]:
         dag_id, run_id = self.run_ids(context)
@@ -62,15 +64,25 @@ class ReconcileOperator(DmsOperator):
             transformed = {int(t["chunk"]): t for t in (self.transforms.get(obj.name) or [])}
             loaded = {int(x["chunk"]): x for x in (self.loads.get(obj.name) or [])}
             source = sum(int(e["rows"]) for e in extracted)
+            relinked = {int(x["chunk"]): x for x in (self.relinks.get(obj.name) or [])}
+            # A row whose deferred lookup could not be set is in Salesforce without it: it counts
+            # as failed (its reason is in the error report), not as loaded.
+            unlinked = sum(int(x["failed"]) for x in relinked.values())
             counts = {
                 "source": source,
                 "ready": sum(int(t["ready"]) for t in transformed.values()),
-                "rejected": sum(int(t["rejected"]) for t in transformed.values()),
-                "loaded": sum(int(x["loaded"]) for x in loaded.values()),
-                "failed": sum(int(x["failed"]) for x in loaded.values()),
+                # Rejected by the transform, or at load time for a missing parent.
+                "rejected": sum(int(t["rejected"]) for t in transformed.values())
+                + sum(int(x.get("load_rejected", 0)) for x in loaded.values()),
+                "loaded": sum(int(x["loaded"]) for x in loaded.values()) - unlinked,
+                "failed": sum(int(x["failed"]) for x in loaded.values()) + unlinked,
                 "created": sum(int(x.get("created", 0)) for x in loaded.values()),
                 "chunks": len(extracted),
             }
+            if obj.name in self.relinks and not dry_run:
+                missing_relinks = [e["chunk"] for e in extracted if int(e["chunk"]) not in relinked]
+                if missing_relinks:
+                    problems.append(f"{obj.name}: chunks {missing_relinks} have no relink result")
             missing = [
                 e["chunk"] for e in extracted if int(e["chunk"]) not in transformed or int(e["chunk"]) not in loaded
             ]
@@ -123,16 +135,28 @@ class ReconcileOperator(DmsOperator):
         for chunk in chunks:
             key = self.chunk_key(context, chunk, object_name)
             rows["rejects"].extend(list(r.values()) for r in stage.get_table(key, "rejects").to_pylist())
-            for kind in ("failures", "successes"):
+            for kind, into in (
+                ("load_rejects", "rejects"),
+                ("failures", "failures"),
+                ("relink_failures", "failures"),
+                ("successes", "successes"),
+            ):
                 # Dry runs and empty chunks load nothing, so they stage no load results.
                 with contextlib.suppress(StageMissingError):
-                    rows[kind].extend(list(r.values()) for r in stage.get_table(key, kind).to_pylist())
+                    rows[into].extend(list(r.values()) for r in stage.get_table(key, kind).to_pylist())
         paths = (
             out_dir / f"{object_name}_rejects.csv",
             out_dir / f"{object_name}_errors.csv",
             out_dir / f"{object_name}_success.csv",
         )
+        rows["rejects"].sort(key=lambda r: int(r[0]))
         write_csv(paths[0], ["row", "key", "field", "reason", "code"], rows["rejects"])
+        missing = [r for r in rows["rejects"] if r[4] == "MISSING_PARENT"]
+        if missing:
+            # The missing-parent report: which parent keys to load (or fix) first.
+            write_csv(
+                out_dir / f"{object_name}_missing_parents.csv", ["row", "key", "field", "reason", "code"], missing
+            )
         write_csv(paths[1], ["row", "key", "salesforce_id", "error_code", "message"], rows["failures"])
         write_csv(paths[2], ["row", "key", "salesforce_id", "created"], rows["successes"])
         return paths

@@ -30,7 +30,8 @@ class TransformOperator(DmsOperator):
         stage = self.stage()
         raw = stage.get_table(key, "raw")
         describe = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:describe")
-        result = transform_chunk(self.obj, raw, describe)
+        lookups = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:lookups")
+        result = transform_chunk(self.obj, raw, describe, lookups)
         malformed = stage.get_json(key.redis_key("malformed")) or []
         rejects = result.rejects
         if malformed:

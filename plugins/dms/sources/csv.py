@@ -16,19 +16,18 @@ import codecs
 import csv
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from dms.errors import SourceError
+from dms.sources.base import ROW_COLUMN, MalformedRow, SourceChunk, empty_batch, int64_array
 from dms.sources.text import ENCODING_HINT, SOURCE_KEY, mark, original, transport_encoding
 from dms.spec import CsvSource
 
-ROW_COLUMN = "__row"
 # pyarrow parses a block at a time. A record (even one with newlines in a quoted value) must
 # fit in one block, so this is also the longest row we can read: 1 MiB holds a row with
 # Salesforce's longest text field (131,072 characters, at most 512 KiB of UTF-8) to spare.
@@ -37,56 +36,13 @@ ROW_COLUMN = "__row"
 # with 4 MiB blocks was about 130 MB of a task's memory for the GB18030 sample
 # (bench/bench_pipeline.py); 1 MiB blocks read as fast.
 DEFAULT_BLOCK_SIZE = 1 << 20
-# The reject code and columns of dms.transform, spelled out here so that the reader does
-# not import the transform (the dependency goes the other way).
-MALFORMED_CODE = "MALFORMED"
-_TEXT_PREVIEW = 200
 # More malformed rows than this (or than chunk_rows, if larger) waiting for one chunk means
 # a wrong delimiter or quotechar, not a few bad rows: fail instead of rejecting them all.
 MAX_MALFORMED_PER_CHUNK = 10_000
 
 
-class MalformedRow(NamedTuple):
-    """A source row that could not be split into the header's columns; it is reported, never dropped."""
-
-    row: int
-    text: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class CsvChunk:
-    """One chunk of a file: the parsed rows, and the malformed rows that fall among them.
-
-    `batch` has a leading int64 `__row` column and one string column per header name. For
-    an encoding whose decoding is left to the transform (`dms.sources.text`), those strings
-    are the file's bytes read as latin-1 and each field's metadata names the encoding;
-    `dms.sources.text.decode_batch` turns them into the text.
-    `malformed` holds the rows whose field count did not match the header and whose row
-    number lies after the previous chunk's last row and before this chunk's last row (the
-    last chunk also takes any that follow its last row). So `batch.num_rows + len(malformed)`
-    is the number of source rows this chunk accounts for.
-    """
-
-    batch: pa.RecordBatch
-    malformed: list[MalformedRow] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return self.batch.num_rows + len(self.malformed)
-
-    def malformed_records(self) -> list[dict[str, Any]]:
-        """The malformed rows as reject records (row, key, field, reason, code), JSON-safe."""
-        return [
-            {
-                "row": m.row,
-                "key": "",
-                "field": "",
-                "reason": f"{m.reason}: {_preview(m.text)}",
-                "code": MALFORMED_CODE,
-            }
-            for m in self.malformed
-        ]
+# The CSV reader's chunks are the common kind (kept under this name for its callers).
+CsvChunk = SourceChunk
 
 
 def iter_csv_chunks(
@@ -104,14 +60,15 @@ def iter_csv_chunks(
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
     path = Path(path)
-    names, lines_before_data = _read_header(path, source)
+    if source.header:
+        names, lines_before_data = _read_header(path, source)
+    else:
+        # Named by the spec; the data starts right after the skipped lines.
+        if not path.is_file():
+            raise SourceError(f"{path}: file not found")
+        names, lines_before_data = list(source.columns or []), source.skip_rows
     reader = _ChunkReader(path, source, names, lines_before_data, chunk_rows, block_size)
     yield from reader
-
-
-def _preview(text: str) -> str:
-    text = text if len(text) <= _TEXT_PREVIEW else text[:_TEXT_PREVIEW] + "…"
-    return repr(text)
 
 
 def _python_encoding(encoding: str) -> str:
@@ -365,7 +322,7 @@ class _ChunkReader:
                 need = 0
         self.pending_rows -= count
         raw = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
-        return pa.RecordBatch.from_arrays([_int64_array(self._number(count)), *raw.columns], schema=self.schema)
+        return pa.RecordBatch.from_arrays([int64_array(self._number(count)), *raw.columns], schema=self.schema)
 
     def _chunk(self, batch: pa.RecordBatch, final: bool) -> CsvChunk:
         if batch.num_rows:
@@ -399,19 +356,4 @@ class _ChunkReader:
         elif self.malformed:
             # Malformed rows after the last good row, or a file of nothing but malformed
             # rows: hand them out with an empty batch rather than lose them.
-            yield self._chunk(_empty(self.schema), final=True)
-
-
-def _int64_array(values: np.ndarray) -> pa.Array:
-    """A numpy int64 array as an Arrow one, sharing its memory.
-
-    Not `pa.array(values)`: on a numpy array that checks for pandas types, which imports
-    pandas (about 0.7 s and 45 MB) into the extract task, which never uses it.
-    """
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
-def _empty(schema: pa.Schema) -> pa.RecordBatch:
-    # pa.nulls(0), not pa.array([]): the latter imports pandas too (see _int64_array).
-    return pa.RecordBatch.from_arrays([pa.nulls(0, type=f.type) for f in schema], schema=schema)
+            yield self._chunk(empty_batch(self.schema), final=True)

@@ -123,8 +123,8 @@ def _find_relationship(sobject_fields: dict[str, dict[str, Any]], relationship: 
 def _requires_value(obj: ObjectSpec, name: str, info: dict[str, Any]) -> str | None:
     if obj.operation == "upsert" and name == obj.external_id:
         return "the external id of an upsert"
-    if obj.operation == "update" and info.get("type") == "id":
-        return "the record id of an update"
+    if obj.operation in ("update", "delete", "hardDelete") and info.get("type") == "id":
+        return f"the record id of a {obj.operation}"
     # Bulk API 2.0 leaves a field alone on update when its value is empty, so Salesforce's
     # required fields only bite when a record is created.
     if obj.operation in ("insert", "upsert") and _salesforce_required(info):
@@ -174,6 +174,14 @@ def resolve_targets(obj: ObjectSpec, sobject_fields: dict[str, dict[str, Any]]) 
             length = int(info.get("length") or 0)
             max_length = length if sf_type in LENGTH_TYPES and length > 0 else None
         mapped_describe_names.add(describe_name)
+        if fs.lookup is not None:
+            targets_of = [t.lower() for t in info.get("referenceTo") or []]
+            if sf_type != "reference":
+                problems.append(f"{where}: 'lookup' fills a lookup (reference) field, and this one is {sf_type}")
+            elif targets_of and fs.lookup.sobject.lower() not in targets_of:
+                problems.append(
+                    f"{where}: looks up {fs.lookup.sobject}, but the field refers to {', '.join(info['referenceTo'])}"
+                )
         if name == obj.external_id and obj.operation == "upsert" and not info.get("externalId") and sf_type != "id":
             problems.append(
                 f"{where}: an upsert matches on an external id field, and this one is not marked External ID"

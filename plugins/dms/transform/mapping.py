@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from dms.errors import FatalError
 from dms.sources.text import decode_batch
-from dms.spec import ObjectSpec
+from dms.spec import FieldSpec, ObjectSpec
 from dms.transform.casting import byte_lengths, cast_column, email_problem
 from dms.transform.describe import FieldTarget, resolve_targets
 from dms.transform.rejects import RejectCode, RejectLog, quoted
@@ -60,9 +60,16 @@ class TransformResult:
 
 
 def transform_chunk(
-    obj: ObjectSpec, batch: pa.RecordBatch | pa.Table, sobject_fields: dict[str, dict[str, Any]]
+    obj: ObjectSpec,
+    batch: pa.RecordBatch | pa.Table,
+    sobject_fields: dict[str, dict[str, Any]],
+    lookups: dict[str, dict[str, Any]] | None = None,
 ) -> TransformResult:
     """Map, cast and validate one chunk of `obj`'s source rows against the org's describe subset.
+
+    `lookups` holds, for each field with a `lookup`, the existing records' Ids by matched
+    value (lower-cased, as SOQL compares text) and the values more than one record has
+    (see `dms.operators.extract`).
 
     Raises `FatalError` before looking at any row when the spec does not fit the org or the
     chunk (an unknown field, an incompatible type, a missing source column): those would
@@ -77,6 +84,8 @@ def transform_chunk(
     ready: dict[str, pd.Series] = {}
     for target in targets:
         ready[target.name] = _field_column(target, frame, n, log)
+        if target.spec.lookup is not None:
+            ready[target.name] = _resolve_lookup(target, ready[target.name], (lookups or {}).get(target.name), log)
     _reject_duplicate_keys(obj, targets, ready, rows, log)
     keep = ~log.rejected
     if not keep.all():
@@ -92,7 +101,7 @@ def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) ->
     """The columns the spec reads, as pandas strings with "" for null, plus `__row`."""
     if ROW_COLUMN not in table.column_names:
         raise FatalError(f"object {obj.name!r}: the chunk has no {ROW_COLUMN!r} column (not from a DMS reader?)")
-    wanted = [t.spec.source for t in targets if t.spec.source is not None]
+    wanted = [c for t in targets for c in t.spec.columns]
     if obj.key:
         wanted.append(obj.key)
     missing = sorted({c for c in wanted if c not in table.column_names})
@@ -120,12 +129,19 @@ def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) ->
 
 def _report_keys(obj: ObjectSpec, frame: pd.DataFrame, n: int) -> pd.Series:
     """What identifies a row in the reject report: the spec's `key` column, else the external id's source."""
-    column = obj.key
-    if column is None and obj.external_id:
-        column = obj.fields[obj.external_id].source
-    if column is None:
-        return pd.Series([""] * n, dtype="str")
-    return frame[column].str.strip()
+    if obj.key is not None:
+        return frame[obj.key].str.strip()
+    if obj.external_id and obj.fields[obj.external_id].source is not None:
+        return source_values(obj.fields[obj.external_id], frame)
+    return pd.Series([""] * n, dtype="str")
+
+
+def source_values(spec: FieldSpec, frame: pd.DataFrame) -> pd.Series:
+    """A field's source column, or its columns joined by `separator` (each stripped first, if `strip`)."""
+    parts = [frame[c].str.strip() if spec.strip else frame[c] for c in spec.columns]
+    if len(parts) == 1:
+        return parts[0]
+    return parts[0].str.cat(parts[1:], sep=spec.separator)
 
 
 def as_text(value: Any) -> str:
@@ -147,7 +163,7 @@ def as_text(value: Any) -> str:
 def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectLog) -> pd.Series:
     spec = target.spec
     if spec.source is not None:
-        values = frame[spec.source]
+        values = source_values(spec, frame)
     else:
         # One Arrow string repeated by a take: a column of n Python strings would be converted one by one.
         constant = pa.array([as_text(spec.value)], type=pa.large_string())
@@ -192,6 +208,40 @@ def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectL
     if target.sf_type == "email":
         log.add(*_with_field(target, email_problem(values, present)))
     return values
+
+
+def _resolve_lookup(
+    target: FieldTarget, values: pd.Series, found: dict[str, Any] | None, log: RejectLog
+) -> pd.Series:
+    """Replace each value by the Id of the one existing record that has it; reject the others."""
+    lookup = target.spec.lookup
+    assert lookup is not None
+    if found is None:
+        raise FatalError(f"{target.name}: the lookup of {lookup.sobject}.{lookup.field} was not staged by the extract")
+    ids: dict[str, str] = found["ids"]
+    ambiguous = set(found.get("ambiguous", ()))
+    keys = pa.array(values.str.lower(), type=pa.large_string())
+    position = pc.index_in(keys, value_set=pa.array(list(ids), type=pa.large_string()))
+    present = (values != "").to_numpy(dtype=bool)
+    hit = position.is_valid().to_numpy(zero_copy_only=False)
+    twice = present & pc.is_in(keys, value_set=pa.array(sorted(ambiguous), type=pa.large_string())).to_numpy(
+        zero_copy_only=False
+    )
+    what = f"{lookup.sobject} with {lookup.field}"
+    log.add(
+        twice,
+        target.name,
+        RejectCode.LOOKUP,
+        lambda idx: (f"more than one {what} " + quoted(values.iloc[idx])).to_numpy(dtype=object),
+    )
+    log.add(
+        present & ~hit,
+        target.name,
+        RejectCode.LOOKUP,
+        lambda idx: (f"no {what} " + quoted(values.iloc[idx]) + " in Salesforce").to_numpy(dtype=object),
+    )
+    resolved = pa.array(list(ids.values()), type=pa.large_string()).take(position)
+    return pd.Series(pc.fill_null(resolved, ""), dtype="str")
 
 
 def _with_field(target: FieldTarget, problem: tuple) -> tuple:
@@ -252,7 +302,7 @@ def _check_picklist(target: FieldTarget, values: pd.Series, present: np.ndarray,
 def _duplicate_key_field(obj: ObjectSpec, targets: list[FieldTarget]) -> FieldTarget | None:
     if obj.external_id:
         return next(t for t in targets if t.name == obj.external_id)
-    if obj.operation == "update":
+    if obj.operation in ("update", "delete", "hardDelete"):
         return next((t for t in targets if t.sf_type == "id"), None)
     return None
 

@@ -23,6 +23,8 @@ class RejectCode(StrEnum):
     VALUE_MAP = "VALUE_MAP"  # a source value the field's value_map does not list (and no "*" entry)
     DUPLICATE_KEY = "DUPLICATE_KEY"  # the external id occurs more than once in the chunk
     MALFORMED = "MALFORMED"  # the source row could not be split into the header's columns (from the reader)
+    LOOKUP = "LOOKUP"  # no existing record (or more than one) matches a `lookup` value, e.g. a User's email
+    MISSING_PARENT = "MISSING_PARENT"  # the parent a lookup column names is neither loaded nor in Salesforce
 
 
 # Reasons are built only for the rows that are newly rejected, so the cost of the message
