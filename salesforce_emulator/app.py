@@ -85,8 +85,9 @@ async def admin_reset(request: Request) -> Response:
         reset = getattr(ext, "reset", None)
         if reset is not None:
             reset()
-    emu.store.reset()
+    # Faults off first: the reset re-creates the seed records, which an injected fault must not hit.
     emu.set_faults(**Faults().as_dict())
+    emu.store.reset()
     with emu.lock:
         emu.api_calls = 0
         emu.delayed_calls = 0

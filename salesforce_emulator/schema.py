@@ -98,6 +98,9 @@ class ObjectDef:
     custom: bool
     fields: dict[str, FieldDef]
     name_field: str | None = None
+    # Records the org already has when it starts or is reset (Users, RecordTypes...): what a
+    # migration finds in a real org without loading it.
+    seed_records: list[dict[str, Any]] = field(default_factory=list)
     # lower-case field name -> FieldDef, because Salesforce field names are case-insensitive.
     _by_lower: dict[str, FieldDef] = field(default_factory=dict, repr=False)
     _by_relationship: dict[str, FieldDef] = field(default_factory=dict, repr=False)
@@ -246,7 +249,11 @@ def load_schema(path: str | Path) -> OrgSchema:
         prefix = str(raw_obj.get("keyPrefix", ""))
         if len(prefix) != 3:
             raise SchemaError(f"{where}.keyPrefix: needs three characters")
+        seeds = raw_obj.get("records") or []
+        if not isinstance(seeds, list) or not all(isinstance(r, dict) for r in seeds):
+            raise SchemaError(f"{where}.records: needs a list of field-value mappings")
         objects[obj_name] = ObjectDef(
+            seed_records=seeds,
             name=obj_name,
             label=str(raw_obj.get("label", obj_name)),
             label_plural=str(raw_obj.get("labelPlural", f"{raw_obj.get('label', obj_name)}s")),

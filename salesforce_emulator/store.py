@@ -206,6 +206,8 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self._create_tables()
+        if not any(self.count(obj) for obj in self.schema.objects.values()):
+            self._seed()
 
     # ------------------------------------------------------------------ schema
 
@@ -240,6 +242,17 @@ class Store:
                 self.conn.execute(f"DELETE FROM {_q(obj.name)}")
             self.conn.execute("DELETE FROM _serial")
             self.conn.execute("COMMIT")
+            self._seed()
+
+    def _seed(self) -> None:
+        """Insert the org's seed records (schema `records:`), in schema order so lookups resolve."""
+        for obj in self.schema.objects.values():
+            if not obj.seed_records:
+                continue
+            results = self.write("insert", obj, obj.seed_records)
+            bad = [r for r in results if not r.success]
+            if bad:
+                raise ValueError(f"seed records of {obj.name} do not load: {bad[0]}")
 
     def _reserve_ids(self, obj: ObjectDef, count: int) -> Iterable[str]:
         row = self.conn.execute("SELECT next FROM _serial WHERE sobject = ?", (obj.name,)).fetchone()

@@ -397,8 +397,8 @@ def test_unknown_field_is_invalid_field_naming_field_and_entity(schema):
 
 
 def test_unknown_relationship_is_invalid_field(schema):
-    err = soql_error(schema, "SELECT Owner.Name FROM Account")
-    assert err.error_code == "INVALID_FIELD" and "relationship 'Owner'" in err.message
+    err = soql_error(schema, "SELECT Manager.Name FROM Account")
+    assert err.error_code == "INVALID_FIELD" and "relationship 'Manager'" in err.message
     err = soql_error(schema, "SELECT AccountId.Name FROM Contact")  # the field, not the relationship
     assert err.error_code == "INVALID_FIELD" and "'AccountId'" in err.message
 

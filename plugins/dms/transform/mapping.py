@@ -137,11 +137,17 @@ def _report_keys(obj: ObjectSpec, frame: pd.DataFrame, n: int) -> pd.Series:
 
 
 def source_values(spec: FieldSpec, frame: pd.DataFrame) -> pd.Series:
-    """A field's source column, or its columns joined by `separator` (each stripped first, if `strip`)."""
+    """A field's source column, or its columns joined by `separator` (each stripped first, if `strip`).
+
+    Joined columns form a composite key, which needs every part: a row with an empty part
+    gets an empty value (no key, no lookup) rather than a half key like "A001-".
+    """
     parts = [frame[c].str.strip() if spec.strip else frame[c] for c in spec.columns]
     if len(parts) == 1:
         return parts[0]
-    return parts[0].str.cat(parts[1:], sep=spec.separator)
+    joined = parts[0].str.cat(parts[1:], sep=spec.separator)
+    incomplete = np.logical_or.reduce([(p == "").to_numpy(dtype=bool) for p in parts])
+    return joined.where(~incomplete, "")
 
 
 def as_text(value: Any) -> str:
