@@ -305,6 +305,11 @@ class MigrationSpec(_Model):
     start_date: str = "2026-01-01"
     chunk_rows: int = Field(default=50_000, ge=1, le=10_000_000)
     max_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    bulk_threshold: int = Field(
+        default=2000,
+        ge=0,
+        description="chunks with fewer ready rows go through sObject Collections, larger ones through Bulk API 2.0",
+    )
     retries: int = Field(default=2, ge=0)
     connections: Connections = Field(default_factory=Connections)
     objects: list[ObjectSpec]

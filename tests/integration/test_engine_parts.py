@@ -20,6 +20,8 @@ from tests.integration.conftest import TEST_STAGING_DB
 
 INSERT_SPEC = """
 name: insert_contacts
+# These tests are about Bulk API 2.0 jobs and their ledger: no chunk goes through Collections.
+bulk_threshold: 0
 objects:
   - name: contacts
     sobject: Contact

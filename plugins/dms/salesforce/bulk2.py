@@ -1,8 +1,9 @@
-"""Bulk API 2.0 ingest, step by step, so the job id can be written to the ledger before uploading.
+"""Bulk API 2.0 ingest and query, step by step, so the job id can be written to the ledger before uploading.
 
 simple_salesforce's high-level bulk2 calls hide the job id until the job is done; a task
 killed mid-upload could then never find its job again. This client uses the same session
-(simple_salesforce's requests session and headers) for each documented step.
+(simple_salesforce's requests session and headers) for each documented step. Query jobs
+(for Salesforce sources) are read a page at a time, so a large result never sits in memory.
 """
 
 from __future__ import annotations
@@ -25,14 +26,24 @@ class Bulk2Error(FatalError):
 
 
 class Bulk2Client:
-    """The documented Bulk API 2.0 ingest resources, over an authenticated simple_salesforce session."""
+    """The documented Bulk API 2.0 ingest and query resources, over an authenticated simple_salesforce session."""
 
     def __init__(self, sf: Salesforce, timeout: float = 300.0) -> None:
         self.sf = sf
         self.base = sf.bulk2_url + "ingest"
+        self.query_base = sf.bulk2_url + "query"
         self.timeout = timeout
 
-    def _call(self, method: str, url: str, *, json: Any = None, data: bytes | None = None, csv: bool = False):
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        csv: bool = False,
+        params: dict[str, str] | None = None,
+    ):
         import requests
 
         headers = dict(self.sf.headers)
@@ -41,7 +52,9 @@ class Bulk2Client:
         if csv:
             headers["Accept"] = "text/csv"
         try:
-            resp = self.sf.session.request(method, url, headers=headers, json=json, data=data, timeout=self.timeout)
+            resp = self.sf.session.request(
+                method, url, headers=headers, json=json, data=data, params=params, timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise RetriableError(f"Bulk API {method} {url.rsplit('/', 2)[-2:]} failed: {type(exc).__name__}") from None
         if resp.status_code in (429, 500, 502, 503, 504):
@@ -76,13 +89,62 @@ class Bulk2Client:
 
     def wait(self, job_id: str, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> dict:
         """Poll until the job is JobComplete, Failed or Aborted, backing off to 10 s between polls."""
-        delay = poll_seconds
-        while True:
-            job = self.get_job(job_id)
-            if job["state"] in TERMINAL_STATES:
-                return job
-            sleep(delay)
-            delay = min(delay * 1.5, 10.0)
+        return _poll(self.get_job, job_id, poll_seconds, sleep)
 
     def results(self, job_id: str, kind: ResultKind) -> bytes:
         return self._call("GET", f"{self.base}/{job_id}/{kind}", csv=True).content
+
+    # ------------------------------------------------------------ query jobs
+
+    def create_query_job(self, soql: str, *, include_deleted: bool = False) -> dict[str, Any]:
+        """Start a query job; Salesforce runs it asynchronously (poll with `wait_query`)."""
+        body = {
+            "operation": "queryAll" if include_deleted else "query",
+            "query": soql,
+            "contentType": "CSV",
+            # Stated rather than left to the org's defaults: the reader parses exactly this.
+            "columnDelimiter": "COMMA",
+            "lineEnding": "LF",
+        }
+        return self._call("POST", self.query_base, json=body).json()
+
+    def get_query_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.query_base}/{job_id}").json()
+
+    def wait_query(
+        self, job_id: str, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
+    ) -> dict[str, Any]:
+        """Poll a query job until it is JobComplete, Failed or Aborted, backing off to 10 s between polls."""
+        return _poll(self.get_query_job, job_id, poll_seconds, sleep)
+
+    def query_results(
+        self, job_id: str, *, locator: str | None = None, max_records: int | None = None
+    ) -> tuple[bytes, str | None]:
+        """One page of a completed query job's results (a CSV with its header) and the next page's locator.
+
+        The locator is None after the last page (Salesforce sends the text "null").
+        """
+        params: dict[str, str] = {}
+        if locator:
+            params["locator"] = locator
+        if max_records:
+            params["maxRecords"] = str(max_records)
+        resp = self._call("GET", f"{self.query_base}/{job_id}/results", csv=True, params=params or None)
+        following = resp.headers.get("Sforce-Locator")
+        return resp.content, None if following in (None, "", "null") else following
+
+    def abort_query_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("PATCH", f"{self.query_base}/{job_id}", json={"state": "Aborted"}).json()
+
+    def delete_query_job(self, job_id: str) -> None:
+        self._call("DELETE", f"{self.query_base}/{job_id}")
+
+
+def _poll(get: Callable[[str], dict[str, Any]], job_id: str, poll_seconds: float, sleep: Callable[[float], None]):
+    delay = poll_seconds
+    while True:
+        job = get(job_id)
+        if job["state"] in TERMINAL_STATES:
+            return job
+        sleep(delay)
+        delay = min(delay * 1.5, 10.0)
