@@ -142,3 +142,23 @@ def test_parents_already_in_salesforce_count_as_present(emulator: EmulatorProces
     contacts = _records(emulator, "Contact")
     assert "A404-01" in contacts
     assert contacts["A404-01"]["AccountId"] == _records(emulator, "Account")["a404"]["Id"]
+
+
+def test_dry_run_previews_inserts_updates_and_rejects_and_writes_nothing(
+    emulator: EmulatorProcess, dms_connections
+) -> None:
+    def preview() -> dict[str, tuple[int, ...]]:
+        run = _run({"dry_run": True})
+        assert run.state == "success"
+        objects = _summary(dms_connections, run.run_id)["objects"]
+        return {n: (c["would_insert"], c["would_update"], c["rejected"]) for n, c in objects.items()}
+
+    # Parents that would be loaded count as present for their children, as in a real run.
+    expected_rejects = {"accounts": 3, "contacts": 3, "opportunities": 2}
+    assert preview() == {"accounts": (4, 0, 3), "contacts": (6, 0, 3), "opportunities": (5, 0, 2)}
+    assert _records(emulator, "Account") == {} and _records(emulator, "Contact") == {}
+    assert _run().state == "success"
+    assert preview() == {
+        name: (0, loaded, expected_rejects[name])
+        for name, loaded in {"accounts": 4, "contacts": 6, "opportunities": 5}.items()
+    }

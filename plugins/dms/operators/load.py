@@ -94,10 +94,6 @@ class LoadOperator(DmsOperator):
         out: dict[str, Any] = {**self.chunk, "loaded": 0, "failed": 0, "created": 0, "load_rejected": 0}
         out["job_id"] = None
         started = time.time()
-        if self.param(context, "dry_run", False):
-            out["dry_run"] = True
-            self.log.info("dry run: chunk %s of %s not loaded (%s ready)", key.chunk, obj.name, out.get("ready"))
-            return self._audited(key, out, [], started)
         stage = self.stage()
         frame = stage.get_table(key, "ready").to_pandas()
         deferred = self.spec.load_plan()[1][obj.name]
@@ -105,6 +101,8 @@ class LoadOperator(DmsOperator):
         sf = self.salesforce()
         frame, rejects = self.check_parents(stage, sf, context, key, frame, [c for c in columns if "." in c])
         out["load_rejected"] = len(rejects)
+        if self.param(context, "dry_run", False):
+            return self._audited(key, self._preview(stage, sf, context, frame, out), [], started, "none")
         if frame.empty:
             return self._audited(key, out, [], started)
         if len(frame) < self.spec.bulk_threshold and obj.operation != "hardDelete":
@@ -120,6 +118,32 @@ class LoadOperator(DmsOperator):
         self.register_keys(stage, context, frame, result.loaded)
         out.update(result.counts())
         return self._audited(key, out, result.failures, started, result.api)
+
+    def _preview(self, stage: Any, sf: Any, context: Context, frame: Any, out: dict[str, Any]) -> dict[str, Any]:
+        """A dry run: what this chunk would insert, update or delete, without writing anything.
+
+        For an upsert the external ids are looked up in Salesforce (existing ones would be
+        updated). The rows that would load are registered like loaded ones, so that the
+        children's dry run finds their parents among them.
+        """
+        obj = self.obj
+        out["dry_run"] = True
+        would = {"would_insert": 0, "would_update": 0, "would_delete": 0}
+        if obj.operation == "insert":
+            would["would_insert"] = len(frame)
+        elif obj.operation == "upsert" and obj.external_id:
+            values = frame[obj.external_id].astype(str)
+            existing = existing_keys(sf, obj.sobject, obj.external_id, {v.lower() for v in values if v})
+            would["would_update"] = int(values.str.lower().isin(existing).sum())
+            would["would_insert"] = len(frame) - would["would_update"]
+        elif obj.operation == "update":
+            would["would_update"] = len(frame)
+        else:
+            would["would_delete"] = len(frame)
+        out.update(would)
+        self.register_keys(stage, context, frame, [{"row": int(r)} for r in frame[ROW]])
+        self.log.info("dry run: chunk %s of %s would %s", out["chunk"], obj.name, would)
+        return out
 
     def salesforce(self) -> Any:
         from dms.hooks.salesforce import DmsSalesforceHook

@@ -79,6 +79,9 @@ class ReconcileOperator(DmsOperator):
                 "created": sum(int(x.get("created", 0)) for x in loaded.values()),
                 "chunks": len(extracted),
             }
+            if dry_run:
+                for what in ("would_insert", "would_update", "would_delete"):
+                    counts[what] = sum(int(x.get(what, 0)) for x in loaded.values())
             if obj.name in self.relinks and not dry_run:
                 missing_relinks = [e["chunk"] for e in extracted if int(e["chunk"]) not in relinked]
                 if missing_relinks:
@@ -88,12 +91,13 @@ class ReconcileOperator(DmsOperator):
             ]
             if missing:
                 problems.append(f"{obj.name}: chunks {missing} have no transform or load result")
-            outcome = counts["ready"] if dry_run else counts["loaded"] + counts["failed"]
+            would = ("would_insert", "would_update", "would_delete")
+            outcome = sum(counts[w] for w in would) if dry_run else counts["loaded"] + counts["failed"]
             if source != outcome + counts["rejected"]:
                 problems.append(
                     f"{obj.name}: {source} source rows but "
                     + (
-                        f"{counts['ready']} ready"
+                        f"{outcome} would load"
                         if dry_run
                         else f"{counts['loaded']} loaded + {counts['failed']} failed"
                     )
