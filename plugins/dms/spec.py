@@ -31,6 +31,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SplitSpec(_Model):
+    separator: str = Field(min_length=1)
+    part: int = Field(default=1, description="1-based; negative counts from the end (-1 is the last part)")
+
+    @field_validator("part")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("parts count from 1 (or from -1 at the end)")
+        return value
+
+
 class LookupSpec(_Model):
     """Find the Id of an existing record that DMS does not load (a User by email, a RecordType by name)."""
 
@@ -52,7 +64,13 @@ class FieldSpec(_Model):
     timezone: str | None = Field(default=None, description="zone of naive datetimes in the source")
     strip: bool = True
     case: Literal["upper", "lower", "title"] | None = None
+    split: SplitSpec | None = Field(default=None, description="take one part of the value, split by a separator")
     value_map: dict[str, Any] | None = None
+    value_map_file: str | None = Field(
+        default=None,
+        description="a CSV under the data root with two columns, source value and target value "
+        "(header row first); entries in `value_map` win",
+    )
     default: Any = None
     required: bool = False
     parent: str | None = Field(
@@ -72,6 +90,10 @@ class FieldSpec(_Model):
             raise ValueError("give 'source' or 'value', not both")
         if isinstance(self.source, list) and not self.source:
             raise ValueError("'source' lists no columns")
+        if self.value_map_file is not None and (
+            Path(self.value_map_file).is_absolute() or ".." in Path(self.value_map_file).parts
+        ):
+            raise ValueError("value_map_file must be a path relative to the data root, without '..'")
         return self
 
     @property

@@ -173,6 +173,35 @@ def test_value_map_with_non_string_yaml_values_maps_to_their_source_text() -> No
     assert values == ["100000000000000000000", "0.5"]
 
 
+def test_value_map_file_entries_apply_and_inline_entries_win() -> None:
+    obj = make_obj({"Industry": {"source": "v", "value_map_file": "maps/industry.csv", "value_map": {"科技": "Other"}}})
+    file_map = {"科技": "Retail", "金融": "Banking"}
+    result = transform_chunk(
+        obj, make_batch({"v": ["金融", "科技", "未知"]}), SOBJECT, value_maps={"Industry": file_map}
+    )
+    assert result.ready["Industry"].tolist() == ["Banking", "Other"]
+    assert result.rejects["code"].tolist() == ["VALUE_MAP"]
+
+
+@pytest.mark.parametrize(
+    ("part", "expected"),
+    [(1, ["北京", "上海", "", "广州"]), (2, ["朝阳区", "", "", "天河区"]), (-1, ["朝阳区", "上海", "", "3"])],
+)
+def test_split_takes_one_part_and_missing_parts_are_empty(part: int, expected: list[str]) -> None:
+    values, rejects = one_field(
+        {"split": {"separator": "/", "part": part}}, ["北京/朝阳区", "上海", "", "广州 / 天河区/3"], field="Description"
+    )
+    assert values == expected and rejects.empty
+
+
+def test_composite_source_joins_stripped_parts_and_is_empty_when_a_part_is() -> None:
+    result = run(
+        {"Legacy_Id__c": {"source": ["co", "no"], "separator": "-"}, "Name": {"source": "co"}},
+        {"co": [" A1 ", "A2", ""], "no": ["01", "", "03"]},
+    )
+    assert result.ready["Legacy_Id__c"].tolist() == ["A1-01", "", ""]
+
+
 def test_default_fills_only_empty_values() -> None:
     assert one_field({"default": "Unknown"}, ["", "  ", "Acme"])[0] == ["Unknown", "Unknown", "Acme"]
 

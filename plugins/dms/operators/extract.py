@@ -43,6 +43,7 @@ class ExtractOperator(DmsOperator):
         describe = sf.restful(f"sobjects/{obj.sobject}/describe")
         stage.put_json(f"{dag_id}:{run_id}:{obj.name}:describe", describe_subset(describe))
         stage.put_json(f"{dag_id}:{run_id}:{obj.name}:lookups", self._lookups(sf))
+        stage.put_json(f"{dag_id}:{run_id}:{obj.name}:value_maps", self._value_maps())
 
         source = obj.source
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
@@ -112,4 +113,35 @@ class ExtractOperator(DmsOperator):
                 ids[key] = record["Id"]
             out[name] = {"ids": ids, "ambiguous": sorted(ambiguous)}
             self.log.info("lookup %s: %s %s records by %s", name, len(ids), lookup.sobject, lookup.field)
+        return out
+
+    def _value_maps(self) -> dict[str, dict[str, str]]:
+        """Each field's `value_map_file`, read once per run: {source value: target value}."""
+        import csv
+
+        out: dict[str, dict[str, str]] = {}
+        for name, field in self.obj.fields.items():
+            if field.value_map_file is None:
+                continue
+            path = resolve_data_path(field.value_map_file)
+            mapping: dict[str, str] = {}
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                rows = csv.reader(handle)
+                header = next(rows, None)
+                for line, row in enumerate(rows, start=2):
+                    if not row or not any(cell.strip() for cell in row):
+                        continue
+                    if len(row) != 2:
+                        raise FatalError(
+                            f"{field.value_map_file}: row {line} has {len(row)} columns; a value map has two "
+                            f"(source value, target value) after the header {header}"
+                        )
+                    source, target = row[0].strip(), row[1].strip()
+                    if source in mapping and mapping[source] != target:
+                        raise FatalError(
+                            f"{field.value_map_file}: row {line} maps {source!r} again, to {target!r} "
+                            f"(before: {mapping[source]!r})"
+                        )
+                    mapping[source] = target
+            out[name] = mapping
         return out

@@ -31,7 +31,8 @@ class TransformOperator(DmsOperator):
         raw = stage.get_table(key, "raw")
         describe = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:describe")
         lookups = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:lookups")
-        result = transform_chunk(self.obj, raw, describe, lookups)
+        value_maps = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:value_maps")
+        result = transform_chunk(self.obj, raw, describe, lookups, value_maps)
         malformed = stage.get_json(key.redis_key("malformed")) or []
         rejects = result.rejects
         if malformed:

@@ -64,12 +64,14 @@ def transform_chunk(
     batch: pa.RecordBatch | pa.Table,
     sobject_fields: dict[str, dict[str, Any]],
     lookups: dict[str, dict[str, Any]] | None = None,
+    value_maps: dict[str, dict[str, str]] | None = None,
 ) -> TransformResult:
     """Map, cast and validate one chunk of `obj`'s source rows against the org's describe subset.
 
     `lookups` holds, for each field with a `lookup`, the existing records' Ids by matched
     value (lower-cased, as SOQL compares text) and the values more than one record has
-    (see `dms.operators.extract`).
+    (see `dms.operators.extract`). `value_maps` holds the entries of each field's
+    `value_map_file`, read by the extract.
 
     Raises `FatalError` before looking at any row when the spec does not fit the org or the
     chunk (an unknown field, an incompatible type, a missing source column): those would
@@ -83,7 +85,7 @@ def transform_chunk(
     log = RejectLog(rows, _report_keys(obj, frame, n))
     ready: dict[str, pd.Series] = {}
     for target in targets:
-        ready[target.name] = _field_column(target, frame, n, log)
+        ready[target.name] = _field_column(target, frame, n, log, (value_maps or {}).get(target.name))
         if target.spec.lookup is not None:
             ready[target.name] = _resolve_lookup(target, ready[target.name], (lookups or {}).get(target.name), log)
     _reject_duplicate_keys(obj, targets, ready, rows, log)
@@ -166,7 +168,9 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectLog) -> pd.Series:
+def _field_column(
+    target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectLog, file_map: dict[str, str] | None = None
+) -> pd.Series:
     spec = target.spec
     if spec.source is not None:
         values = source_values(spec, frame)
@@ -178,8 +182,14 @@ def _field_column(target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectL
         values = values.str.strip()
     if spec.case:
         values = getattr(values.str, spec.case)()
-    if spec.value_map is not None:
-        values = _apply_value_map(target, values, log)
+    if spec.split is not None:
+        parts = values.str.split(spec.split.separator, regex=False)
+        index = spec.split.part - 1 if spec.split.part > 0 else spec.split.part
+        values = pd.Series(parts.str[index].fillna(""), dtype="str")
+        if spec.strip:
+            values = values.str.strip()
+    if spec.value_map is not None or file_map is not None:
+        values = _apply_value_map(target, values, log, file_map)
     if spec.default is not None:
         values = values.where(values != "", as_text(spec.default))
     present = (values != "").to_numpy(dtype=bool)
@@ -255,8 +265,10 @@ def _with_field(target: FieldTarget, problem: tuple) -> tuple:
     return mask, target.name, code, reason
 
 
-def _apply_value_map(target: FieldTarget, values: pd.Series, log: RejectLog) -> pd.Series:
-    mapping = {as_text(k): as_text(v) for k, v in (target.spec.value_map or {}).items()}
+def _apply_value_map(
+    target: FieldTarget, values: pd.Series, log: RejectLog, file_map: dict[str, str] | None = None
+) -> pd.Series:
+    mapping = {**(file_map or {}), **{as_text(k): as_text(v) for k, v in (target.spec.value_map or {}).items()}}
     fallback = mapping.pop("*", None)
     # Arrow kernels on the column pandas already holds: no Python string per row.
     source = pa.array(values, type=pa.large_string())
