@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +176,83 @@ def ensure_redis(workdir: Path) -> RedisServer:
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"could not start redis-server: see {workdir / 'redis.log'}")
+
+
+@dataclass
+class PostgresServer:
+    """A reachable PostgreSQL with trust auth for user postgres: the machine's own on :5432, or a private one."""
+
+    host: str
+    port: int
+    data_dir: Path | None = None
+    pg_ctl: str | None = None
+    run_as: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.data_dir is not None and self.pg_ctl is not None:
+            subprocess.run(
+                [*self.run_as, self.pg_ctl, "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                check=False,
+                capture_output=True,
+            )
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    # Debian keeps the server programs out of PATH, one directory per major version.
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+def ensure_postgres(*, private: bool = False) -> PostgresServer:
+    """Use the PostgreSQL on 127.0.0.1:5432 if it answers, else initdb and start a private cluster.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user
+    (Debian's package creates it) and its programs run through `runuser`.
+    """
+    if not private and _reachable("127.0.0.1", 5432):
+        return PostgresServer("127.0.0.1", 5432)
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if not (initdb and pg_ctl):
+        raise RuntimeError(
+            "PostgreSQL is not running on :5432 and initdb/pg_ctl are not installed (apt-get install postgresql)"
+        )
+    run_as: list[str] = []
+    # Its own directory directly under the temp root: the postgres user must be able to reach
+    # it, which a private test directory (mode 0700, owned by root) would not allow.
+    workdir = Path(tempfile.mkdtemp(prefix="dms-postgres-"))
+    data_dir = workdir / "pgdata"
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "postgres", "--"]
+        workdir.chmod(0o755)
+        shutil.chown(workdir, "postgres")
+    port = free_port()
+    subprocess.run(
+        [*run_as, initdb, "-D", str(data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    log = workdir / "postgres.log"
+    subprocess.run(
+        [
+            *run_as,
+            pg_ctl,
+            "-D",
+            str(data_dir),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return PostgresServer("127.0.0.1", port, data_dir, pg_ctl, run_as)

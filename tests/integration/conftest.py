@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scripts.audit_server import AuditServer
-from scripts.services import EmulatorProcess, RedisServer, ensure_redis
+from scripts.services import EmulatorProcess, PostgresServer, RedisServer, ensure_postgres, ensure_redis
 
 # The stage's database in tests: never the broker's db 0, never a user's db 1.
 TEST_STAGING_DB = 13
@@ -19,6 +19,14 @@ TEST_STAGING_DB = 13
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = ensure_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The PostgreSQL on :5432, or a private cluster started (and removed) for this session."""
+    server = ensure_postgres()
     yield server
     server.stop()
 

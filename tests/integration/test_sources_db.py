@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from dms.sources.base import ROW_COLUMN, SourceChunk, to_text
 from dms.sources.salesforce import iter_salesforce_chunks, soql_datetime, soql_with_interval
 from dms.sources.sql import build_statement, iter_sql_chunks, quote_identifier, value_text
 from dms.spec import SalesforceSource, SqlSource
-from scripts.services import EmulatorProcess
+from scripts.services import EmulatorProcess, PostgresServer
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_CONN_ID = "dms_test_pg"
@@ -88,14 +87,6 @@ def _moment(text: str) -> dt.datetime | None:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z") if text else None
 
 
-def _postgres_reachable() -> bool:
-    try:
-        with socket.create_connection((PG_HOST, PG_PORT), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def _admin(dbname: str = "postgres"):
     import psycopg
 
@@ -105,18 +96,14 @@ def _admin(dbname: str = "postgres"):
 
 
 @pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
+def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     """A database of this test run, with crm.accounts (25 varied rows) and crm."客户 列表"."""
-    if not _postgres_reachable():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}; start it (trust auth, user postgres)")
-    import psycopg
-
+    global PG_HOST, PG_PORT
+    # The machine's PostgreSQL, or a private cluster the session started (tests/integration/conftest.py).
+    PG_HOST, PG_PORT = postgres_server.host, postgres_server.port
     name = f"dms_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with _admin() as admin:
-            admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"cannot log in to PostgreSQL at {PG_HOST}:{PG_PORT} as postgres without a password: {exc}")
+    with _admin() as admin:
+        admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0")
     try:
         with _admin(name) as conn:
             conn.execute("CREATE SCHEMA crm")
@@ -226,8 +213,12 @@ def test_incremental_window_reads_exactly_start_inclusive_end_exclusive(pg_conn:
 
 
 def test_change_column_without_interval_reads_everything_in_its_order(pg_conn: str) -> None:
-    source = SqlSource(kind="sql", conn_id=pg_conn, query="SELECT id, updated_at FROM crm.accounts ORDER BY id DESC",
-                       change_column="updated_at")
+    source = SqlSource(
+        kind="sql",
+        conn_id=pg_conn,
+        query="SELECT id, updated_at FROM crm.accounts ORDER BY id DESC",
+        change_column="updated_at",
+    )
     ids = [r["id"] for r in _rows(_chunks(source, 10))]
     assert ids == [str(i) for i in range(1, ROWS + 1)]  # by updated_at; its NULL last
 
@@ -285,8 +276,12 @@ def test_sql_errors_are_source_errors_without_the_password(pg_conn: str) -> None
     assert "syntax error" in str(exc.value) and "SELEC id" in str(exc.value)
     assert PG_PASSWORD not in str(exc.value)
     with pytest.raises(SourceError, match="no_such_column"):
-        _chunks(SqlSource(kind="sql", conn_id=pg_conn, table="crm.accounts", change_column="no_such_column"), 10,
-                BASE, BASE + dt.timedelta(hours=1))
+        _chunks(
+            SqlSource(kind="sql", conn_id=pg_conn, table="crm.accounts", change_column="no_such_column"),
+            10,
+            BASE,
+            BASE + dt.timedelta(hours=1),
+        )
 
 
 def test_unknown_connection_is_a_source_error_naming_it() -> None:
@@ -340,7 +335,7 @@ def test_statement_binds_the_interval_and_quotes_for_each_dialect() -> None:
     sql, params = build_statement(
         source, conn_type="mysql", paramstyle="format", interval_start=start, interval_end=end
     )
-    assert sql.startswith("SELECT * FROM `sales`.`Order \"Lines\"` WHERE `Modified At` >= %s AND")
+    assert sql.startswith('SELECT * FROM `sales`.`Order "Lines"` WHERE `Modified At` >= %s AND')
     # MySQL's DATETIME holds no zone: the bounds go as naive UTC.
     assert params == [dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2)]
     assert quote_identifier("a`b", conn_type="mysql") == "`a``b`"
@@ -456,8 +451,10 @@ def test_soql_results_are_read_page_by_page_into_exact_chunks(sf_conn: str, monk
     _insert_accounts(client, [_account(i) for i in range(23)])
     pages = _Spy(monkeypatch, "query_results")
     created = _Spy(monkeypatch, "create_query_job")
-    soql = "SELECT Name, Description, AnnualRevenue, Active__c, Last_Activity__c, NumberOfEmployees FROM Account " \
-           "ORDER BY Name"
+    soql = (
+        "SELECT Name, Description, AnnualRevenue, Active__c, Last_Activity__c, NumberOfEmployees FROM Account "
+        "ORDER BY Name"
+    )
     source = SalesforceSource(kind="salesforce", soql=soql)
     chunks = list(iter_salesforce_chunks(source, 4, sf_conn, None, None, page_records=5, poll_seconds=0.05))
     assert [c.rows for c in chunks] == [4, 4, 4, 4, 4, 3]
@@ -484,14 +481,18 @@ def test_soql_incremental_window_on_a_datetime_field(sf_conn: str) -> None:
     _insert_accounts(client, [_account(i) for i in range(23)])
     start = pendulum.datetime(2026, 1, 1, 13, tz="Asia/Shanghai")  # 05:00Z
     end = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
-    source = SalesforceSource(kind="salesforce", soql="SELECT Name FROM Account ORDER BY Name",
-                              change_column="Last_Activity__c")
+    source = SalesforceSource(
+        kind="salesforce", soql="SELECT Name FROM Account ORDER BY Name", change_column="Last_Activity__c"
+    )
     chunks = list(iter_salesforce_chunks(source, 2, sf_conn, start, end, page_records=3, poll_seconds=0.05))
     assert [c.rows for c in chunks] == [2, 2, 1]
     assert [r["Name"] for r in _rows(chunks)] == [f"客户{i:02d}" for i in range(5, 10)]
     # Added to a WHERE of its own, before the ORDER BY.
-    source = SalesforceSource(kind="salesforce", soql="SELECT Name FROM Account WHERE Active__c = true OR "
-                              "Name = '客户07' ORDER BY Name DESC", change_column="Last_Activity__c")
+    source = SalesforceSource(
+        kind="salesforce",
+        soql="SELECT Name FROM Account WHERE Active__c = true OR Name = '客户07' ORDER BY Name DESC",
+        change_column="Last_Activity__c",
+    )
     names = [r["Name"] for r in _rows(list(iter_salesforce_chunks(source, 10, sf_conn, start, end, poll_seconds=0.05)))]
     assert names == ["客户08", "客户07", "客户06"]
 

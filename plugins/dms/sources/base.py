@@ -2,13 +2,16 @@
 
 A reader streams its source as Arrow record batches of any size; `rechunk` cuts them into
 chunks of exactly `chunk_rows` rows (the last one fewer), adds the `__row` column and keeps
-rows the reader could not read (`MalformedRow`) with the chunk they fall in. `to_text`
+rows the reader could not read (`MalformedRow`) with the chunk they fall in. Readers whose
+row numbers have gaps (blank lines, empty spreadsheet rows), or that find malformed rows as
+they go, number their rows themselves and hand them to a `ChunkBuilder` instead. `to_text`
 turns typed columns (Parquet, Excel, SQL) into the text the transform casts from, so a
 number or a date means the same whichever source it came from.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -84,6 +87,7 @@ def rechunk(
     *,
     first_row: int = 1,
     malformed: Iterable[MalformedRow] = (),
+    schema: pa.Schema | None = None,
 ) -> Iterator[SourceChunk]:
     """Cut `batches` into `SourceChunk`s of exactly `chunk_rows` rows, numbered from `first_row`.
 
@@ -92,14 +96,19 @@ def rechunk(
     out with the chunk they fall in, the last chunk taking any that follow its last row; a
     source with nothing but malformed rows still yields one chunk, with an empty batch.
     Batches must all have the same schema; they are turned into text with `to_text`.
+    `schema` (the source's columns, without `__row`) is only needed when there may be no
+    batches at all but malformed rows: they are then handed out with an empty batch of it.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
-    bad = list(malformed)
+    # Sorted: the hand-out below takes them from the front, in row order.
+    bad = sorted(malformed, key=lambda m: m.row)
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     next_row = first_row
-    schema: pa.Schema | None = None
+    if schema is not None:
+        schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *to_text(empty_batch(schema)).schema])
+    seen_batch = False
 
     def emit(count: int, final: bool) -> SourceChunk:
         nonlocal pending, pending_rows, next_row
@@ -131,20 +140,99 @@ def rechunk(
 
     for batch in batches:
         batch = to_text(batch)
-        if schema is None:
+        if not seen_batch:
+            # The first batch decides the columns (and their text types), as it did before.
             schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *batch.schema])
+            seen_batch = True
         if batch.num_rows == 0:
             continue
         pending.append(batch)
         pending_rows += batch.num_rows
         while pending_rows >= chunk_rows:
             yield emit(chunk_rows, final=False)
-    if schema is None:
-        return
     if pending_rows:
         yield emit(pending_rows, final=True)
     elif bad:
+        if schema is None:
+            # Returning quietly would lose these rows, and a reader must never lose a row.
+            raise ValueError(f"{len(bad)} malformed rows but no batch and no schema to hand them out with")
         yield SourceChunk(empty_batch(schema), bad)
+
+
+class ChunkBuilder:
+    """Cuts rows a reader has numbered itself into `SourceChunk`s of exactly `chunk_rows` rows.
+
+    For readers whose row numbers have gaps (a blank line, an empty spreadsheet row) and that
+    find malformed rows while they stream, which `rechunk` (consecutive numbers, malformed
+    rows known up front) cannot take. Feed it in row order: `add_malformed` for a row before
+    `add` of a batch with a later row. A chunk then takes the malformed rows numbered below
+    its last row (every one of them is known by the time it is cut), the final chunk every
+    one left, the same rule as the CSV reader.
+    """
+
+    def __init__(self, schema: pa.Schema, chunk_rows: int) -> None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        if schema.names[:1] != [ROW_COLUMN]:
+            raise ValueError(f"the schema must start with the {ROW_COLUMN!r} column")
+        self.schema = schema
+        self.chunk_rows = chunk_rows
+        self._pending: deque[pa.RecordBatch] = deque()
+        self._pending_rows = 0
+        self._malformed: deque[MalformedRow] = deque()
+
+    @property
+    def waiting_malformed(self) -> int:
+        """Malformed rows not handed out yet: a reader fails when this many means a mis-declared source."""
+        return len(self._malformed)
+
+    @property
+    def first_waiting_malformed(self) -> MalformedRow | None:
+        return self._malformed[0] if self._malformed else None
+
+    def add_malformed(self, row: MalformedRow) -> None:
+        self._malformed.append(row)
+
+    def add(self, batch: pa.RecordBatch) -> Iterator[SourceChunk]:
+        """Take a batch of numbered rows (this builder's schema); yield the chunks it completes."""
+        if not batch.schema.equals(self.schema):
+            raise ValueError(f"batch schema {batch.schema} is not the builder's {self.schema}")
+        if batch.num_rows:
+            self._pending.append(batch)
+            self._pending_rows += batch.num_rows
+        while self._pending_rows >= self.chunk_rows:
+            # A full chunk may be followed by malformed rows before the next good one, so it
+            # is never final here: `finish` hands those out.
+            yield self._cut(self.chunk_rows, final=False)
+
+    def finish(self) -> Iterator[SourceChunk]:
+        """The last chunk: the rows left and every malformed row not handed out yet."""
+        if self._pending_rows:
+            yield self._cut(self._pending_rows, final=True)
+        elif self._malformed:
+            yield SourceChunk(empty_batch(self.schema), list(self._malformed))
+            self._malformed.clear()
+
+    def _cut(self, count: int, final: bool) -> SourceChunk:
+        parts: list[pa.RecordBatch] = []
+        need = count
+        while need:
+            head = self._pending[0]
+            if head.num_rows <= need:
+                parts.append(self._pending.popleft())
+                need -= head.num_rows
+            else:
+                # Slices, so no quadratic copying of a long pending batch.
+                parts.append(head.slice(0, need))
+                self._pending[0] = head.slice(need)
+                need = 0
+        self._pending_rows -= count
+        batch = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+        last = batch.column(0)[-1].as_py()
+        mine: list[MalformedRow] = []
+        while self._malformed and (final or self._malformed[0].row < last):
+            mine.append(self._malformed.popleft())
+        return SourceChunk(batch, mine)
 
 
 def to_text(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -154,17 +242,15 @@ def to_text(batch: pa.RecordBatch) -> pa.RecordBatch:
     true/false, dates YYYY-MM-DD and timestamps ISO 8601 (with their offset when they have
     a time zone). Strings pass through.
     """
-    arrays = [_column_text(column) for column in batch.columns]
-    names = batch.schema.names
-    if all(a is c for a, c in zip(arrays, batch.columns, strict=True)):
+    # One list: `batch.columns` makes new wrapper objects at every access, and the `is`
+    # tests below must compare with the very objects `_column_text` was given.
+    columns = batch.columns
+    arrays = [_column_text(column) for column in columns]
+    if all(a is c for a, c in zip(arrays, columns, strict=True)):
         return batch
-    fields = [
-        f if a is c else pa.field(f.name, a.type)
-        for f, a, c in zip(batch.schema, arrays, batch.columns, strict=True)
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=batch.schema.metadata)).rename_columns(
-        names
-    )
+    # with_type keeps each field's name and metadata (a transported column's encoding mark).
+    fields = [f if a is c else f.with_type(a.type) for f, a, c in zip(batch.schema, arrays, columns, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=batch.schema.metadata))
 
 
 def _column_text(column: pa.Array) -> pa.Array:
@@ -183,6 +269,8 @@ def _column_text(column: pa.Array) -> pa.Array:
         text = _timestamp_text(column)
     elif pa.types.is_date(kind):
         text = pc.strftime(column.cast(pa.date32()).cast(pa.timestamp("s")), "%Y-%m-%d")
+    elif pa.types.is_time(kind):
+        text = _time_text(column)
     elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         text = column.cast(pa.string())  # must be UTF-8; anything else is not text
     else:
@@ -190,19 +278,55 @@ def _column_text(column: pa.Array) -> pa.Array:
     return pc.fill_null(text, "")
 
 
+def float_text(value: float | np.floating) -> str:
+    """One float as `to_text` writes it (readers that convert value by value use this)."""
+    if np.isfinite(value) and float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    # The shortest digits that read back as the same value of its own type (0.1, not
+    # 0.1000000000000000055, nor 0.10000000149011612 for a float32), and never in exponent
+    # notation: the transform's number cast reads 0.0000001 but rejects 1e-07.
+    return np.format_float_positional(value, trim="-")
+
+
 def _float_text(column: pa.Array) -> pa.Array:
     values = column.to_numpy(zero_copy_only=False)
-    whole = np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2**53)
+    # The test in float64: 2**53 overflows a float16. The digits below come from `values`,
+    # so each float is written in the shortest form of its own type.
+    wide = values.astype(np.float64, copy=False)
+    whole = np.isfinite(wide) & (np.floor(wide) == wide) & (np.abs(wide) < 2**53)
     out = np.empty(len(values), dtype=object)
-    out[whole] = values[whole].astype(np.int64).astype(str)
-    # repr is the shortest text that reads back as the same float: 0.1, not 0.1000000000000000055.
-    out[~whole] = [repr(float(v)) for v in values[~whole]]
-    text = pa.array(out, type=pa.string())
+    out[whole] = wide[whole].astype(np.int64).astype(str)
+    out[~whole] = [float_text(v) for v in values[~whole]]
+    # A list, not the object array: pa.array on a numpy array imports pandas (see int64_array).
+    text = pa.array(out.tolist(), type=pa.string())
     return pc.if_else(column.is_valid(), text, pa.scalar(None, pa.string()))
 
 
+def _time_text(column: pa.Array) -> pa.Array:
+    """HH:MM:SS, with the unit's fraction only when there is one (as Python's isoformat)."""
+    if column.type.unit == "s":
+        return column.cast(pa.string())
+    seconds = column.cast(pa.time32("s"), safe=False)
+    whole = pc.equal(seconds.cast(column.type), column)
+    return pc.if_else(whole, seconds.cast(pa.string()), column.cast(pa.string()))
+
+
 def _timestamp_text(column: pa.Array) -> pa.Array:
+    """ISO 8601: YYYY-MM-DDTHH:MM:SS, a fraction only when there is one, and +HH:MM when zoned.
+
+    Arrow's %S prints every sub-second digit of the unit ("00.000000000" for nanoseconds),
+    so whole seconds are formatted from the value cut to seconds. The offset gets its colon
+    (Arrow's %z writes +0800), so the text is extended-format ISO throughout.
+    """
     unit_format = "%Y-%m-%dT%H:%M:%S"
-    if column.type.tz:
-        return pc.strftime(column, unit_format + "%z")
-    return pc.strftime(column, unit_format)
+    kind = column.type
+    if kind.unit != "s":
+        seconds = column.cast(pa.timestamp("s", tz=kind.tz), safe=False)
+        whole = pc.equal(seconds.cast(kind), column)
+        text = pc.if_else(whole, pc.strftime(seconds, unit_format), pc.strftime(column, unit_format))
+    else:
+        text = pc.strftime(column, unit_format)
+    if kind.tz:
+        offset = pc.replace_substring_regex(pc.strftime(column, "%z"), r"^([+-]\d\d)(\d\d)$", r"\1:\2")
+        text = pc.binary_join_element_wise(text, offset, "")
+    return text
