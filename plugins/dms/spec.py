@@ -353,6 +353,29 @@ class MigrationSpec(_Model):
             raise ValueError("list at least one object")
         return self
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or value in ("@once", "@continuous"):
+            return value
+        from croniter import croniter
+
+        presets = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+        if value not in presets and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (e.g. '0 2 * * *' for 02:00 every day)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)") from None
+        return value
+
     @model_validator(mode="after")
     def _parents_resolve(self) -> MigrationSpec:
         self.dependencies()  # raises ValueError for a `parent` that names no object

@@ -57,6 +57,36 @@ def test_valid_spec_parses_with_defaults() -> None:
         (["objects", 0, "fields", "Name"], {"type": "date"}, "fields.Name: give either 'source'"),
         (["max_error_rate"], 2, "max_error_rate: Input should be less than or equal to 1"),
         (["name"], "has space", "name: use letters, digits and underscores"),
+        (["schedule"], "every night", "schedule: 'every night' is not a cron expression"),
+        (["timezone"], "Beijing", "timezone: unknown time zone 'Beijing'"),
+        (["objects", 0, "source"], {"kind": "xls", "path": "a.xls"}, "source: unknown kind 'xls'; use one of csv"),
+        (
+            ["objects", 0, "source"],
+            {"kind": "pickle", "path": "a.pkl"},
+            "objects[0] (name: accounts).source: reading a pickle runs any code inside it",
+        ),
+        (["objects", 0, "source"], {"kind": "sql", "conn_id": "erp"}, "source: give 'table' or 'query', exactly one"),
+        (
+            ["objects", 0, "source"],
+            {"kind": "csv", "path": "a.csv", "header": False},
+            "source: a file without a header needs 'columns'",
+        ),
+        (["objects", 0, "operation"], "delete", "a delete maps exactly one field, Id"),
+        (
+            ["objects", 0, "fields", "Account.Legacy_Id__c"],
+            {"source": "acct", "parent": "nope"},
+            "objects.accounts.fields.Account.Legacy_Id__c.parent: no object named 'nope' in this spec",
+        ),
+        (
+            ["objects", 0, "fields", "Name"],
+            {"source": "n", "parent": "accounts"},
+            "'parent' belongs on a lookup column",
+        ),
+        (
+            ["objects", 0, "fields", "Name"],
+            {"source": "n", "split": {"separator": "-", "part": 0}},
+            "fields.Name.split.part: parts count from 1",
+        ),
     ],
 )
 def test_invalid_spec_error_names_the_yaml_path(path: list, value, expected: str) -> None:
@@ -84,3 +114,57 @@ def test_repeated_object_names_are_refused() -> None:
     doc = _with(["objects"], GOOD["objects"] * 2)
     with pytest.raises(SpecError, match="object names must be unique"):
         parse_spec(doc, "x.yaml")
+
+
+def _obj(name: str, sobject: str, fields: dict, ext: str = "Legacy_Id__c") -> dict:
+    return {
+        "name": name,
+        "sobject": sobject,
+        "operation": "upsert",
+        "external_id": ext,
+        "source": {"path": f"{name}.csv"},
+        "fields": {ext: {"source": "id"}, **fields},
+    }
+
+
+def test_load_plan_orders_parents_first_and_defers_lookups_inside_a_cycle() -> None:
+    spec = parse_spec(
+        {
+            "name": "crm",
+            "objects": [
+                _obj("invoices", "Invoice__c", {"Account__r.Legacy_Id__c": {"source": "acct"}}),
+                _obj("contacts", "Contact", {"Account.Legacy_Id__c": {"source": "acct"}}),
+                # Accounts name a primary contact, and contacts their account: a cycle.
+                _obj("accounts", "Account", {"Primary__r.Legacy_Id__c": {"source": "c", "parent": "contacts"}}),
+                _obj("users", "User", {}, ext="Username"),
+            ],
+        },
+        "crm.yaml",
+    )
+    # `Account__r` means sObject Account__c, which no object loads: it orders nothing.
+    assert spec.dependencies()["invoices"] == {}
+    assert spec.dependencies()["contacts"] == {"Account.Legacy_Id__c": "accounts"}
+    groups, deferred = spec.load_plan()
+    assert sorted(map(sorted, groups)) == [["accounts", "contacts"], ["invoices"], ["users"]]
+    assert deferred == {
+        "invoices": set(),
+        "contacts": {"Account.Legacy_Id__c"},
+        "accounts": {"Primary__r.Legacy_Id__c"},
+        "users": set(),
+    }
+
+
+def test_lookup_by_relationship_name_finds_the_object_loading_that_sobject_and_key() -> None:
+    spec = parse_spec(
+        {
+            "name": "crm",
+            "objects": [
+                _obj("opps", "Opportunity", {"Account.Legacy_Id__c": {"source": "a"}}),
+                _obj("accounts", "Account", {}),
+            ],
+        },
+        "crm.yaml",
+    )
+    groups, deferred = spec.load_plan()
+    assert groups == [["accounts"], ["opps"]]
+    assert deferred == {"opps": set(), "accounts": set()}

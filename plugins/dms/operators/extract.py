@@ -47,8 +47,9 @@ class ExtractOperator(DmsOperator):
 
         source = obj.source
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
-        if not (start and end and start < end):
-            # A manual run of an unscheduled DAG has no interval (or an empty one): it reads everything.
+        if not (start and end and start < end) or self.param(context, "full_refresh", False):
+            # A manual run of an unscheduled DAG has no interval (or an empty one), and a full
+            # refresh asks for everything: read the whole source, not one interval's changes.
             start = end = None
         where = SourceContext(
             path=resolve_data_path(source.path) if isinstance(source, FILE_SOURCES) else None,
