@@ -31,6 +31,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AnonymiseSpec(_Model):
+    """Replace personal data on the way into a sandbox; stable across runs (keyed by the salt Variable)."""
+
+    method: Literal["mask", "hash", "fake"]
+    kind: Literal["email", "name", "name_en", "phone", "company", "text", "number", "date"] | None = None
+    keep: int = Field(default=0, ge=0, description="mask: characters left visible at the end")
+
+    @model_validator(mode="after")
+    def _fits(self) -> AnonymiseSpec:
+        allowed = {"mask": {None, "email"}, "hash": {None, "email"}}.get(self.method)
+        if allowed is not None and self.kind not in allowed:
+            raise ValueError(f"{self.method} takes kind email or none, not {self.kind!r}")
+        if self.method == "fake" and self.kind is None:
+            raise ValueError("fake needs a kind: name, name_en, email, phone, company, text, number or date")
+        if self.keep and (self.method != "mask" or self.kind is not None):
+            raise ValueError("'keep' is for method mask without a kind")
+        return self
+
+
 class SplitSpec(_Model):
     separator: str = Field(min_length=1)
     part: int = Field(default=1, description="1-based; negative counts from the end (-1 is the last part)")
@@ -59,6 +78,8 @@ class FieldSpec(_Model):
     )
     separator: str = Field(default="", description="joins the columns of a list `source`")
     value: Any = Field(default=None, description="a constant, when there is no source column")
+    expr: str | None = Field(default=None, description="a derived value in DMS's expression language")
+    anonymise: AnonymiseSpec | None = None
     type: FieldType = "string"
     format: str | None = Field(default=None, description="strptime format for date and datetime sources")
     timezone: str | None = Field(default=None, description="zone of naive datetimes in the source")
@@ -84,10 +105,13 @@ class FieldSpec(_Model):
 
     @model_validator(mode="after")
     def _source_or_value(self) -> FieldSpec:
-        if self.source is None and self.value is None:
-            raise ValueError("give either 'source' (a column) or 'value' (a constant)")
-        if self.source is not None and self.value is not None:
-            raise ValueError("give 'source' or 'value', not both")
+        given = [k for k in ("source", "value", "expr") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("give either 'source' (a column), 'value' (a constant) or 'expr' (an expression)")
+        if len(given) > 1:
+            raise ValueError(f"give one of 'source', 'value' and 'expr', not {' and '.join(given)}")
+        if self.expr is not None:
+            self.expression()  # a syntax error names its position now, not at run time
         if isinstance(self.source, list) and not self.source:
             raise ValueError("'source' lists no columns")
         if self.value_map_file is not None and (
@@ -99,9 +123,18 @@ class FieldSpec(_Model):
     @property
     def columns(self) -> list[str]:
         """The source columns this field reads."""
+        if self.expr is not None:
+            return sorted(self.expression().columns)
         if self.source is None:
             return []
         return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    def expression(self) -> Any:
+        """The compiled `expr` (imported on use: the expression module loads pandas)."""
+        from dms.transform.expressions import compile_expression
+
+        assert self.expr is not None
+        return compile_expression(self.expr)
 
 
 def _check_encoding(value: str) -> str:

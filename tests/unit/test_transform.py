@@ -616,3 +616,54 @@ def test_csv_chunk_to_transform_accounts_for_every_source_row(tmp_path: Path) ->
     assert result.ready[["__row", "Name"]].to_dict("records") == [{"__row": 2, "Name": "华为"}]
     assert sorted(zip(rejects["row"], rejects["code"], strict=True)) == [(3, "REQUIRED"), (4, "MALFORMED"), (5, "TYPE")]
     assert rejects.set_index("row").loc[5, "key"] == "C4"
+
+
+# ---------------------------------------------------------------- expressions and anonymisation
+
+
+def test_expr_fields_read_their_columns_and_go_through_the_checks() -> None:
+    result = run(
+        {
+            "Name": {"expr": "concat(upper(strip(city)), '-', `客户 编号`)"},
+            "Score__c": {"expr": "number(qty) * number(price)", "type": "number"},
+        },
+        {
+            "city": [" bj ", "sh", "gz"],
+            "客户 编号": ["1", "2", "3"],
+            "qty": ["2", "x", "1.5"],
+            "price": ["10", "1", "3"],
+        },
+    )
+    assert result.ready["Name"].tolist() == ["BJ-1", "SH-2", "GZ-3"]
+    # number('x') is empty: the product is empty, not an error.
+    assert result.ready["Score__c"].tolist() == ["20", "", "4.5"]
+
+
+def test_expr_result_longer_than_the_field_is_rejected_like_any_value() -> None:
+    result = run({"Name": {"expr": "concat(a, a, a)"}}, {"a": ["1234567", "12"]})
+    assert result.ready["Name"].tolist() == ["121212"]
+    assert result.rejects["code"].tolist() == ["LENGTH"]
+
+
+def test_anonymised_values_are_stable_keyed_and_still_validated() -> None:
+    fields = {
+        "Name": {"source": "n", "anonymise": {"method": "mask", "keep": 2}},
+        "Email__c": {"source": "e", "anonymise": {"method": "hash", "kind": "email"}},
+    }
+    columns = {"n": ["王小明", "李四"], "e": ["Wang@Example.cn", "li@example.cn"]}
+    obj = make_obj(fields)
+    one = transform_chunk(obj, make_batch(columns), SOBJECT, salt="s1")
+    again = transform_chunk(obj, make_batch(columns), SOBJECT, salt="s1")
+    other = transform_chunk(obj, make_batch(columns), SOBJECT, salt="s2")
+    # A value no longer than `keep` is masked whole: showing its end would show all of it.
+    assert one.ready["Name"].tolist() == ["*小明", "**"]
+    emails = one.ready["Email__c"].tolist()
+    assert all(e.endswith("@example.invalid") for e in emails) and one.rejects.empty
+    assert emails == again.ready["Email__c"].tolist() != other.ready["Email__c"].tolist()
+    assert "wang" not in emails[0].lower()
+
+
+def test_hash_without_the_salt_is_a_fatal_error_naming_the_variable() -> None:
+    obj = make_obj({"Name": {"source": "n", "anonymise": {"method": "hash"}}})
+    with pytest.raises(FatalError, match="dms_anonymise_salt"):
+        transform_chunk(obj, make_batch({"n": ["x"]}), SOBJECT)

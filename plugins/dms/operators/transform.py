@@ -6,8 +6,10 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from dms.errors import ReconcileError
+from dms.errors import FatalError, ReconcileError
 from dms.operators.base import DmsOperator
+
+SALT_VARIABLE = "dms_anonymise_salt"
 
 
 class TransformOperator(DmsOperator):
@@ -32,7 +34,7 @@ class TransformOperator(DmsOperator):
         describe = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:describe")
         lookups = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:lookups")
         value_maps = stage.get_json(f"{dag_id}:{run_id}:{self.object_name}:value_maps")
-        result = transform_chunk(self.obj, raw, describe, lookups, value_maps)
+        result = transform_chunk(self.obj, raw, describe, lookups, value_maps, self._salt())
         malformed = stage.get_json(key.redis_key("malformed")) or []
         rejects = result.rejects
         if malformed:
@@ -54,3 +56,17 @@ class TransformOperator(DmsOperator):
             "chunk %s of %s: %s ready, %s rejected", key.chunk, self.object_name, out["ready"], out["rejected"]
         )
         return out
+
+    def _salt(self) -> str | None:
+        """The anonymisation key, only when a field hashes or fakes; never logged or returned."""
+        if not any(f.anonymise and f.anonymise.method != "mask" for f in self.obj.fields.values()):
+            return None
+        from airflow.sdk import Variable
+
+        salt = Variable.get(SALT_VARIABLE, default=None)
+        if not salt:
+            raise FatalError(
+                f"{self.obj.name}: anonymise needs the Airflow Variable {SALT_VARIABLE} (a secret that keys the "
+                "hashes, so nobody can recompute them); set it, e.g. in airflow_settings.yaml"
+            )
+        return str(salt)

@@ -123,11 +123,11 @@ class _Token:
         if self.kind == "end":
             return "the end of the expression"
         if self.kind == "string":
-            return f"the text {self.value!r}"
+            return f"text {self.value!r}"
         if self.kind == "number":
-            return f"the number {self.value}"
+            return f"number {self.value}"
         if self.kind == "column":
-            return f"the column `{self.value}`"
+            return f"column `{self.value}`"
         return f"'{self.value}'"
 
 
@@ -253,6 +253,8 @@ class _Context:
         if name not in self._columns:
             assert self.frame is not None
             series = self.frame[name]
+            if isinstance(series, pd.DataFrame):
+                raise ExpressionError(f"the data has more than one column named {name!r}")
             if series.dtype != "str":
                 series = series.astype("str")
             self._columns[name] = pc.fill_null(_arrow(series), "")
@@ -285,15 +287,20 @@ def _pow10(exponent: np.ndarray) -> np.ndarray:
 
 
 def _scaled(magnitude: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """magnitude * 10**exponent, exact in the power for |exponent| <= 22, and without overflow beyond."""
+    """magnitude * 10**exponent: one correctly rounded operation while the power of ten is exact.
+
+    10**k is exact in a float up to k = 22, so a division by it (not a multiplication by the
+    inexact 10**-k) lands on the float nearest the decimal: 3e14 / 1e15 is exactly 0.3.
+    Beyond, two steps keep 10**k from overflowing.
+    """
     exact = np.abs(exponent) <= 22
+    small = np.where(exact, exponent, 0)
+    power = _pow10(np.abs(small))
     half = exponent // 2
     with np.errstate(all="ignore"):
-        return np.where(
-            exact,
-            magnitude * _pow10(np.where(exact, exponent, 0)),
-            magnitude * _pow10(half) * _pow10(exponent - half),
-        )
+        near = np.where(small >= 0, magnitude * power, magnitude / power)
+        far = magnitude * _pow10(half) * _pow10(exponent - half)
+    return np.where(exact, near, far)
 
 
 def _significant_digits(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -523,8 +530,8 @@ _ARROW_COMPARE: dict[str, Callable[..., Any]] = {
 def _compare(operator: str, left: Value, left_type: str, right: Value, right_type: str, n: int) -> np.ndarray:
     kind = _unify([left_type, right_type])
     equality = operator in ("==", "!=")
-    if kind == NULL:  # null == null
-        return np.full(n, operator in ("==", "<=", ">="))
+    if kind == NULL:  # null against null: equal, and empty, so never ordered
+        return np.full(n, operator == "==")
     if kind == BOOL and NULL in (left_type, right_type):  # true/false is never empty
         return np.full(n, operator == "!=")
     if kind == BOOL:
@@ -551,9 +558,10 @@ def _compare(operator: str, left: Value, left_type: str, right: Value, right_typ
 # ---------------------------------------------------------------- functions
 
 # Parameter kinds: "text" takes anything (numbers and true/false are written as text),
-# "number" and "bool" take only their type (or null), "any" is an if/coalesce branch,
-# "int" and "const" must not read columns: they are worked out once, when compiling,
-# because the Arrow kernels behind left/right/substr/split/replace take one value per call.
+# "number" and "bool" take only their type (or null), "any" is an if/coalesce branch.
+# "int", "const" and "pattern" (non-empty text) must not read columns: they are worked
+# out once, when compiling, because the Arrow kernels behind left/right/substr/split/replace
+# take one value per call.
 
 
 @dataclass(frozen=True)
@@ -662,11 +670,11 @@ FUNCTIONS: dict[str, _Function] = {
     "lower": _Function(("text",), 1, TEXT, _unary_text(pc.utf8_lower)),
     "number": _Function(("text",), 1, NUMBER, lambda ctx, args: _parse_numbers(args[0])),
     "replace": _Function(
-        ("text", "const", "const"), 3, TEXT, lambda ctx, args: pc.replace_substring(args[0], args[1], args[2])
+        ("text", "pattern", "const"), 3, TEXT, lambda ctx, args: pc.replace_substring(args[0], args[1], args[2])
     ),
     "right": _Function(("text", "int"), 2, TEXT, _right),
     "round": _Function(("number", "int"), 1, NUMBER, _round),
-    "split": _Function(("text", "const", "int"), 3, TEXT, _split),
+    "split": _Function(("text", "pattern", "int"), 3, TEXT, _split),
     "strip": _Function(("text",), 1, TEXT, _unary_text(pc.utf8_trim_whitespace)),
     "substr": _Function(("text", "int", "int"), 2, TEXT, _substr),
     "title": _Function(("text",), 1, TEXT, _unary_text(pc.utf8_title)),
@@ -696,6 +704,18 @@ class _Call(_Node):
 
 
 # ---------------------------------------------------------------- parser
+
+_BOOL_HINT = "; compare it (x == 'A', number(x) > 0) or use is_empty(x)"
+
+
+def _hint(wanted: str, got: str) -> str:
+    """How to turn a value of type `got` into the `wanted` one, for error messages."""
+    if wanted == NUMBER and got == TEXT:
+        return "; convert it with number(...)"
+    if wanted == BOOL and got in (TEXT, NUMBER):
+        return _BOOL_HINT
+    return ""
+
 
 # Binding levels of the binary operators; "not" sits between "and" and the comparisons,
 # unary minus above "*".
@@ -851,49 +871,40 @@ class _Parser:
         """Raise unless `node` can stand where `wanted` is needed (null always can)."""
         if node.type in (wanted, NULL):
             return
-        hint = ""
-        if wanted == NUMBER and node.type == TEXT:
-            hint = "; convert it with number(...)"
-        elif wanted == BOOL:
-            hint = "; compare it (x == 'A', number(x) > 0) or use is_empty(x)"
+        hint = _hint(wanted, node.type)
         raise ExpressionError(f"{what} needs {_TYPE_WORDS[wanted]}, not {_TYPE_WORDS[node.type]}{hint}", position)
 
     def _binary_type(self, token: _Token, left: str, right_node: _Node) -> str:
+        """The type of `left <operator> right`, or the error that explains why there is none."""
         operator, right = token.value.lower(), right_node.type
         what = f"'{token.value}' at {_where(self.text, token.position)}"
+
+        def error(message: str, hint: str = "") -> ExpressionError:
+            return ExpressionError(f"{what} {message}{hint}", token.position)
+
         if operator in ("and", "or"):
             for side, kind in (("left", left), ("right", right)):
                 if kind not in (BOOL, NULL):
-                    raise self._error(
-                        f"'{token.value}' needs true/false on both sides, but the {side} side is {_TYPE_WORDS[kind]}",
-                        token.position,
-                        "; compare it (x == 'A', number(x) > 0) or use is_empty(x)",
+                    raise error(
+                        f"needs true/false on both sides, but its {side} side is {_TYPE_WORDS[kind]}", _BOOL_HINT
                     )
             return BOOL
         if operator in _COMPARISONS:
             kinds = {left, right} - {NULL}
             if len(kinds) > 1:
-                a, b = _TYPE_WORDS[left], _TYPE_WORDS[right]
                 hint = "; convert the text with number(...)" if kinds == {TEXT, NUMBER} else ""
-                raise self._error(f"'{token.value}' compares {a} with {b}", token.position, hint)
+                raise error(f"compares {_TYPE_WORDS[left]} with {_TYPE_WORDS[right]}", hint)
             if kinds == {BOOL} and operator not in ("==", "!="):
-                raise self._error(f"'{token.value}' cannot order true/false values", token.position)
+                raise error("cannot order true/false values")
             return BOOL
-        if operator == "+" and (left == TEXT or right == TEXT):
+        if operator == "+" and TEXT in (left, right):
             if {left, right} <= {TEXT, NULL}:
                 return TEXT
             other = right if left == TEXT else left
-            raise self._error(
-                f"'+' mixes text and {_TYPE_WORDS[other]}",
-                token.position,
-                "; use number(...) to add numbers, or concat(...) to join text",
-            )
+            raise error(f"mixes text and {_TYPE_WORDS[other]}", "; use number(...) to add, or concat(...) to join")
         for side, kind in (("left", left), ("right", right)):
             if kind not in (NUMBER, NULL):
-                hint = "; convert it with number(...)" if kind == TEXT else ""
-                raise ExpressionError(
-                    f"{what} needs numbers, but its {side} side is {_TYPE_WORDS[kind]}{hint}", token.position
-                )
+                raise error(f"needs numbers, but its {side} side is {_TYPE_WORDS[kind]}", _hint(NUMBER, kind))
         return NULL if left == right == NULL and operator == "+" else NUMBER
 
     def _typed_call(self, name: str, function: _Function, args: list[_Node], position: int) -> _Node:
@@ -928,11 +939,11 @@ class _Parser:
                 arg.position,
             )
         ctx = _Context(None, 1)
-        if kind == "const":
+        if kind in ("const", "pattern"):
             if arg.type not in (TEXT, NUMBER, NULL):
                 raise ExpressionError(f"{what} must be {wanted}, not {_TYPE_WORDS[arg.type]}", arg.position)
             text = _convert(arg.evaluate(ctx), arg.type, TEXT, 1)[0].as_py()
-            if not text:
+            if kind == "pattern" and not text:  # "" would match between every two characters
                 raise ExpressionError(f"{what} must not be empty", arg.position)
             return text
         if arg.type != NUMBER:

@@ -65,13 +65,14 @@ def transform_chunk(
     sobject_fields: dict[str, dict[str, Any]],
     lookups: dict[str, dict[str, Any]] | None = None,
     value_maps: dict[str, dict[str, str]] | None = None,
+    salt: str | None = None,
 ) -> TransformResult:
     """Map, cast and validate one chunk of `obj`'s source rows against the org's describe subset.
 
     `lookups` holds, for each field with a `lookup`, the existing records' Ids by matched
     value (lower-cased, as SOQL compares text) and the values more than one record has
     (see `dms.operators.extract`). `value_maps` holds the entries of each field's
-    `value_map_file`, read by the extract.
+    `value_map_file`, read by the extract. `salt` keys the `anonymise` hashes and fakes.
 
     Raises `FatalError` before looking at any row when the spec does not fit the org or the
     chunk (an unknown field, an incompatible type, a missing source column): those would
@@ -85,7 +86,7 @@ def transform_chunk(
     log = RejectLog(rows, _report_keys(obj, frame, n))
     ready: dict[str, pd.Series] = {}
     for target in targets:
-        ready[target.name] = _field_column(target, frame, n, log, (value_maps or {}).get(target.name))
+        ready[target.name] = _field_column(target, frame, n, log, (value_maps or {}).get(target.name), salt)
         if target.spec.lookup is not None:
             ready[target.name] = _resolve_lookup(target, ready[target.name], (lookups or {}).get(target.name), log)
     _reject_duplicate_keys(obj, targets, ready, rows, log)
@@ -169,11 +170,18 @@ def as_text(value: Any) -> str:
 
 
 def _field_column(
-    target: FieldTarget, frame: pd.DataFrame, n: int, log: RejectLog, file_map: dict[str, str] | None = None
+    target: FieldTarget,
+    frame: pd.DataFrame,
+    n: int,
+    log: RejectLog,
+    file_map: dict[str, str] | None = None,
+    salt: str | None = None,
 ) -> pd.Series:
     spec = target.spec
     if spec.source is not None:
         values = source_values(spec, frame)
+    elif spec.expr is not None:
+        values = spec.expression().evaluate(frame).reset_index(drop=True)
     else:
         # One Arrow string repeated by a take: a column of n Python strings would be converted one by one.
         constant = pa.array([as_text(spec.value)], type=pa.large_string())
@@ -192,6 +200,17 @@ def _field_column(
         values = _apply_value_map(target, values, log, file_map)
     if spec.default is not None:
         values = values.where(values != "", as_text(spec.default))
+    if spec.anonymise is not None:
+        # Before the checks, so a fake value is validated like any other (lengths, email shape).
+        from dms.transform.anonymise import anonymise
+
+        if spec.anonymise.method != "mask" and not salt:
+            raise FatalError(
+                f"{target.name}: anonymise {spec.anonymise.method} needs the salt (Airflow Variable dms_anonymise_salt)"
+            )
+        values = anonymise(
+            values, spec.anonymise.method, salt=salt or "", kind=spec.anonymise.kind, keep=spec.anonymise.keep
+        )
     present = (values != "").to_numpy(dtype=bool)
     if target.required:
         log.add(~present, target.name, RejectCode.REQUIRED, f"{target.name} is empty, and it is {target.required}")
@@ -226,9 +245,7 @@ def _field_column(
     return values
 
 
-def _resolve_lookup(
-    target: FieldTarget, values: pd.Series, found: dict[str, Any] | None, log: RejectLog
-) -> pd.Series:
+def _resolve_lookup(target: FieldTarget, values: pd.Series, found: dict[str, Any] | None, log: RejectLog) -> pd.Series:
     """Replace each value by the Id of the one existing record that has it; reject the others."""
     lookup = target.spec.lookup
     assert lookup is not None
