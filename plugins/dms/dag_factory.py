@@ -130,15 +130,15 @@ def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
     return dag
 
 
-def build_dags(spec_dir: Path) -> dict[str, DAG]:
-    """Every spec in `spec_dir` as a DAG; any invalid spec raises one error naming each file and path.
+def build_dags(*spec_dirs: Path) -> dict[str, DAG]:
+    """Every spec in `spec_dirs` as a DAG; any invalid spec raises one error naming each file and path.
 
     Raising makes it an import error of the DAG file, which Airflow shows on its front page:
     a broken spec must be fixed, not silently skipped.
     """
     dags: dict[str, DAG] = {}
     errors: list[str] = []
-    for path in sorted(spec_dir.glob("*.y*ml")):
+    for path in [p for spec_dir in spec_dirs for p in sorted(Path(spec_dir).glob("*.y*ml"))]:
         try:
             spec = load_spec(path)
         except SpecError as exc:

@@ -222,9 +222,10 @@ class LoadOperator(DmsOperator):
         """Every row's result: the row number and key map to the Salesforce Id or the error."""
         import pyarrow as pa
 
-        # The external id is the key people recognise in a report.
-        ext_id = self.obj.external_id
-        keys = dict(zip(frame[ROW].astype(int), frame[ext_id] if ext_id in frame else [""] * len(frame), strict=True))
+        # The external id is the key people recognise in a report; without one, the record Id.
+        key_column = self.obj.external_id or next((c for c in frame.columns if c.lower() == "id"), None)
+        key_values = frame[key_column] if key_column in frame else [""] * len(frame)
+        keys = dict(zip(frame[ROW].astype(int), key_values, strict=True))
         success_table = pd_frame(
             [
                 {"row": r["row"], "key": keys.get(r["row"], ""), "id": r["id"], "created": r["created"]}
@@ -325,6 +326,7 @@ class RelinkOperator(LoadOperator):
         if obj.external_id:
             frame[obj.external_id] = self._external_ids(stage, key, frame)
         sf = self.salesforce()
+        keys = dict(zip(frame[ROW].astype(int), frame[obj.external_id], strict=True)) if obj.external_id else {}
         frame, rejects = self.check_parents(stage, sf, context, key, frame, deferred)
         failures = [
             {"row": int(r["row"]), "id": ids.get(int(r["row"]), ""), "code": r["code"], "message": r["reason"]}
@@ -338,7 +340,7 @@ class RelinkOperator(LoadOperator):
             out["linked"] = len(result.loaded)
             out["job_id"] = result.job_id
         out["failed"] = len(failures)
-        stage.put_table(key, "relink_failures", _failure_table(failures, {}))
+        stage.put_table(key, "relink_failures", _failure_table(failures, keys))
         return self._audited(key, out, failures, started)
 
     def _external_ids(self, stage: Any, key: Any, frame: Any) -> Any:
