@@ -169,3 +169,35 @@ objects:
         [error] = list(csv.DictReader(fh))
     assert (error["key"], error["error_code"]) == ("P3", "MISSING_PARENT")
     assert "'A404'" in error["message"]
+
+
+def test_an_external_id_repeated_across_chunks_is_loaded_once_and_the_repeat_rejected(
+    tmp_path, monkeypatch, emulator, dms_connections
+) -> None:
+    spec = """
+name: ops_duplicates
+chunk_rows: 2
+objects:
+  - name: accounts
+    sobject: Account
+    operation: upsert
+    external_id: Legacy_Id__c
+    source: {path: accounts.csv}
+    fields:
+      Legacy_Id__c: {source: id}
+      Name: {source: name}
+"""
+    # D1 in chunks 0 and 2 (in another case: external ids match case-insensitively); D2 twice in
+    # chunk 1, where the transform rejects both.
+    body = "id,name\nD1,第一\nX1,其他\nD2,甲\nD2,乙\nd1,第二\n"
+    run, objects = _run(tmp_path, monkeypatch, spec, {"accounts.csv": body})
+    assert run.state == "success"
+    counts = objects["accounts"]
+    assert (counts["source"], counts["loaded"], counts["rejected"]) == (5, 2, 3)
+    with open(counts["rejects_csv"], encoding="utf-8") as fh:
+        rejects = list(csv.DictReader(fh))
+    assert {r["code"] for r in rejects} == {"DUPLICATE_KEY"}
+    across = [r for r in rejects if r["key"].lower() == "d1"]
+    assert len(across) == 1 and "also in row" in across[0]["reason"]
+    accounts = {a["Legacy_Id__c"].lower(): a for a in emulator.admin("/__emulator/export/Account")["records"]}
+    assert set(accounts) == {"d1", "x1"}

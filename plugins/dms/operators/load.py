@@ -167,13 +167,59 @@ class LoadOperator(DmsOperator):
         try:
             rejects = stage.get_table(key, rejects_kind).to_pandas()
         except StageMissingError:
+            duplicates = self._cross_chunk_duplicates(stage, key, frame) if not self.kind else None
+            if duplicates is not None and len(duplicates):
+                frame = frame[~frame[ROW].astype(int).isin(set(duplicates["row"]))].reset_index(drop=True)
             rejects = self._missing_parents(stage, sf, context, frame, lookup_columns)
+            if duplicates is not None and len(duplicates):
+                rejects = pd.concat([duplicates, rejects], ignore_index=True)
             stage.put_table(key, rejects_kind, pa.Table.from_pandas(rejects, preserve_index=False))
         if len(rejects):
             gone = set(rejects["row"].astype(int))
             frame = frame[~frame[ROW].astype(int).isin(gone)].reset_index(drop=True)
-            self.log.warning("chunk %s of %s: %s rows have a missing parent", key.chunk, self.object_name, len(gone))
+            self.log.warning("chunk %s of %s: %s rows rejected before loading", key.chunk, self.object_name, len(gone))
         return frame, rejects if len(rejects) else pd.DataFrame(columns=REJECT_COLUMNS)
+
+    def _cross_chunk_duplicates(self, stage: Any, key: Any, frame: Any) -> Any:
+        """Rows whose external id (or Id) another chunk of this run already holds.
+
+        The transform rejects keys repeated within a chunk; this catches the ones repeated
+        across chunks. Each key is claimed in a run-wide Redis hash by the first chunk that
+        gets here (atomically, in a script); a later row with the same key is rejected, naming
+        the row that holds it, rather than updating the same record twice in an order nobody
+        chose. A retry claims its own keys again, which is no conflict.
+        """
+        import pandas as pd
+
+        obj = self.obj
+        column = obj.external_id or next((c for c in frame.columns if c.lower() == "id"), None)
+        if column is None or frame.empty:
+            return None
+        values = frame[column].astype(str)
+        normal = values if not obj.external_id else values.str.lower()
+        rows = frame[ROW].astype(int).tolist()
+        claims = [(k, f"{key.chunk}:{r}") for k, r in zip(normal, rows, strict=True) if k]
+        name = f"dms:keys-claimed:{key.dag_id}:{key.run_id}:{key.object_name}"
+        found: list[dict[str, Any]] = []
+        by_key = dict(zip(normal, values, strict=True))
+        for start in range(0, len(claims), _CLAIM_BATCH):
+            part = claims[start : start + _CLAIM_BATCH]
+            args = [stage.ttl, *(x for pair in part for x in pair)]
+            conflicts = stage.client.eval(_CLAIM_SCRIPT, 1, name, *args)
+            for index, owner in zip(conflicts[::2], conflicts[1::2], strict=True):
+                claim, mine = part[int(index)]
+                holder = owner.decode() if isinstance(owner, bytes) else str(owner)
+                found.append(
+                    {
+                        "row": int(mine.split(":")[1]),
+                        "key": by_key[claim],
+                        "field": column,
+                        "reason": f"{column} {by_key[claim]!r} is also in row {holder.split(':')[1]} of the input, "
+                        "which takes it; Salesforce cannot tell the two apart",
+                        "code": "DUPLICATE_KEY",
+                    }
+                )
+        return pd.DataFrame(found, columns=REJECT_COLUMNS).astype({"row": "int64"})
 
     def _missing_parents(self, stage: Any, sf: Any, context: Context, frame: Any, lookup_columns: list[str]) -> Any:
         import pandas as pd
@@ -544,6 +590,23 @@ def loaded_keys(stage: Any, dag_id: str, run_id: str, object_name: str, wanted: 
         found.update(v for v, hit in zip(part, stage.client.smismember(name, part), strict=True) if hit)
     return found
 
+
+# Claims a chunk's keys in the run's hash; returns [index, owner, ...] for keys another row holds.
+_CLAIM_SCRIPT = """
+local conflicts = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 0 then
+    local owner = redis.call('HGET', KEYS[1], ARGV[i])
+    if owner ~= ARGV[i + 1] then
+      table.insert(conflicts, (i - 2) / 2)
+      table.insert(conflicts, owner)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return conflicts
+"""
+_CLAIM_BATCH = 20_000
 
 # Values per SOQL IN list: Salesforce caps a query's text at 100,000 characters.
 _IN_BATCH = 200

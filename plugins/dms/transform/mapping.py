@@ -351,8 +351,8 @@ def _reject_duplicate_keys(
     job refuses a repeated Id), and an arbitrary winner would load data nobody chose.
     External ids compare case-insensitively, as Salesforce's do unless the field is marked
     case-sensitive; record ids are case-sensitive. Rows already rejected for another reason
-    do not count: they will not reach Salesforce. Duplicates across chunks are not visible
-    here; an upsert then simply updates the same record twice, in chunk order.
+    do not count: they will not reach Salesforce. Duplicates across chunks are caught by
+    the load (`LoadOperator._cross_chunk_duplicates`), which sees every chunk's keys.
     """
     target = _duplicate_key_field(obj, targets)
     if target is None:
