@@ -95,10 +95,24 @@ class Stage:
         self.client.hset(key.ledger_key, mapping={k: str(v) for k, v in fields.items()})
         self.client.expire(key.ledger_key, self.ttl)
 
-    def clear_run(self, dag_id: str, run_id: str) -> int:
-        """Delete every stage key and ledger of a run (for a full refresh)."""
+    def clear_run(self, dag_id: str, run_id: str, object_name: str) -> int:
+        """Delete one object's stage keys, ledgers and key sets in a run (for a full refresh).
+
+        Per object: the objects of a spec extract in parallel, and one must not wipe what
+        another has just staged. The key sets go too: a full refresh may cut the source into
+        other chunks, and a key claimed under the old chunking would look like a duplicate of
+        itself.
+        """
         count = 0
-        for pattern in (f"dms:stage:{dag_id}:{run_id}:*", f"dms:ledger:{dag_id}:{run_id}:*"):
+        patterns = (
+            f"dms:stage:{dag_id}:{run_id}:{object_name}:*",
+            f"dms:ledger:{dag_id}:{run_id}:{object_name}:*",
+            f"dms:ledger:{dag_id}:{run_id}:{object_name}~*",
+        )
+        for pattern in patterns:
             for k in self.client.scan_iter(match=pattern, count=1000):
                 count += self.client.delete(k)
+        count += self.client.delete(
+            f"dms:keys:{dag_id}:{run_id}:{object_name}", f"dms:keys-claimed:{dag_id}:{run_id}:{object_name}"
+        )
         return count

@@ -158,3 +158,18 @@ def test_load_killed_after_creating_its_job_aborts_it_and_loads_once(
     assert result["job_id"] != orphan["id"]
     assert client.get_job(orphan["id"])["state"] == "Aborted"
     assert sorted(c["LastName"] for c in emulator.admin("/__emulator/export/Contact")["records"]) == ["Li", "Wang"]
+
+
+def test_full_refresh_clears_one_objects_stage_and_keys_and_leaves_the_others(redis_server: RedisServer) -> None:
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, db=TEST_STAGING_DB)
+    stage = Stage(client, ttl_seconds=60)
+    for obj in ("accounts", "contacts"):
+        key = ChunkKey("dag", "run:1", obj, 0)
+        stage.put_table(key, "raw", pa.table({"a": ["x"]}))
+        stage.record(key, job_id="750x")
+        stage.record(ChunkKey("dag", "run:1", f"{obj}~relink_", 0), job_id="750y")
+        client.sadd(f"dms:keys:dag:run:1:{obj}", "k")
+        client.hset(f"dms:keys-claimed:dag:run:1:{obj}", "k", "0:2")
+    assert stage.clear_run("dag", "run:1", "accounts") == 5
+    assert not list(client.scan_iter(match="dms:*:dag:run:1:accounts*"))
+    assert len(list(client.scan_iter(match="dms:*:dag:run:1:contacts*"))) == 5

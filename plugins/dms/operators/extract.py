@@ -37,8 +37,8 @@ class ExtractOperator(DmsOperator):
         dag_id, run_id = self.run_ids(context)
         stage = self.stage()
         if self.param(context, "full_refresh", False):
-            removed = stage.clear_run(dag_id, run_id)
-            self.log.info("full_refresh: removed %s staged keys of this run", removed)
+            removed = stage.clear_run(dag_id, run_id, obj.name)
+            self.log.info("full_refresh: removed %s staged keys of %s in this run", removed, obj.name)
         sf = DmsSalesforceHook(salesforce_conn_id=self.spec.connections.salesforce).get_conn()
         describe = sf.restful(f"sobjects/{obj.sobject}/describe")
         stage.put_json(f"{dag_id}:{run_id}:{obj.name}:describe", describe_subset(describe))
