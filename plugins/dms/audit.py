@@ -12,6 +12,7 @@ contended) is retriable; :class:`AuditRefused` (any other refusal) is fatal.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -36,6 +37,8 @@ INDEXED_FIELDS = ("type", "dag_id", "run_id", "object")
 # IBM Cloudant refuses documents over 1 MB (CouchDB's default limit is 8 MB); failing here
 # names the document instead of surfacing a 413 from the server.
 MAX_DOCUMENT_BYTES = 1_000_000
+# Cloudant takes requests up to 11 MB; attachments are base64 in the request (gzip first).
+MAX_ATTACHMENT_BYTES = 10_000_000
 # Zero-padded so that chunk ids sort in chunk order; the padding bounds the index.
 MAX_CHUNK_INDEX = 999_999
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -92,6 +95,11 @@ def _chunk_part(chunk_index: int) -> str:
 def run_doc_id(dag_id: str, run_id: str) -> str:
     """The id of a run's audit document: ``run:{dag_id}:{run_id}``, parts percent-encoded."""
     return f"run:{_id_part('dag_id', dag_id)}:{_id_part('run_id', run_id)}"
+
+
+def run_doc_prefix(dag_id: str | None = None) -> str:
+    """The id prefix shared by the run documents (of one DAG, if given)."""
+    return "run:" if dag_id is None else f"run:{_id_part('dag_id', dag_id)}:"
 
 
 def chunk_doc_id(dag_id: str, run_id: str, object_name: str, chunk_index: int) -> str:
@@ -236,14 +244,42 @@ class Audit:
         meta = {"type": "run", "dag_id": dag_id, "run_id": run_id}
         return self.upsert(run_doc_id(dag_id, run_id), {**body, **meta, "updated_at": _now()})
 
-    def write_chunk(self, dag_id: str, run_id: str, object_name: str, chunk_index: int, body: dict[str, Any]) -> str:
-        """Write (or overwrite) a chunk's record; return its new revision."""
+    def write_chunk(
+        self,
+        dag_id: str,
+        run_id: str,
+        object_name: str,
+        chunk_index: int,
+        body: dict[str, Any],
+        attachments: dict[str, bytes] | None = None,
+    ) -> str:
+        """Write (or overwrite) a chunk's record, with its attachments; return its new revision."""
         doc_id = chunk_doc_id(dag_id, run_id, object_name, chunk_index)
         meta = {"type": "chunk", "dag_id": dag_id, "run_id": run_id, "object": object_name, "chunk": chunk_index}
-        return self.upsert(doc_id, {**body, **meta, "updated_at": _now()})
+        return self.upsert(doc_id, {**body, **meta, "updated_at": _now()}, attachments)
 
-    def upsert(self, doc_id: str, body: dict[str, Any]) -> str:
+    def get_attachment(self, doc_id: str, name: str) -> bytes | None:
+        """An attachment's bytes, or None when the document or the attachment does not exist."""
+        try:
+            stream = self._call(
+                f"read {doc_id}/{name}",
+                lambda: self.client.get_attachment(db=self.database, doc_id=doc_id, attachment_name=name),
+            )
+        except AuditRefused as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        # The SDK hands binary bodies over as the requests Response (or a file-like object).
+        if hasattr(stream, "content"):
+            return stream.content
+        return stream.read() if hasattr(stream, "read") else bytes(stream)
+
+    def upsert(self, doc_id: str, body: dict[str, Any], attachments: dict[str, bytes] | None = None) -> str:
         """Replace the document ``doc_id`` with ``body`` (secrets scrubbed); return the new revision.
+
+        ``attachments`` (name -> bytes; ``.gz`` names are stored as gzip, others as CSV) are
+        written inline in the same request and replace the previous ones, so a document and
+        its attachments always come from the same write.
 
         Reads the current revision and writes on top of it; when another writer got there
         first (409) it reads again, so concurrent writers never fail and the last one wins.
@@ -262,10 +298,22 @@ class Audit:
                 f"audit document {doc_id!r} is {size} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit; "
                 "keep row-level detail out of the audit record"
             )
+        inline: dict[str, Any] = {}
+        for name, data in (attachments or {}).items():
+            kind = "application/gzip" if name.endswith(".gz") else "text/csv"
+            inline[name] = {"content_type": kind, "data": base64.b64encode(data).decode("ascii")}
+        attached = sum(len(a["data"]) for a in inline.values())
+        if attached > MAX_ATTACHMENT_BYTES:
+            raise AuditRefused(
+                f"audit document {doc_id!r}: attachments of {attached} bytes are over the {MAX_ATTACHMENT_BYTES}-byte "
+                "limit; use a smaller chunk_rows"
+            )
         self._ensure_once()
         for attempt in range(1, self.max_conflict_attempts + 1):
             current = self._get(doc_id)
             payload = {**document, "_id": doc_id}
+            if inline:
+                payload["_attachments"] = inline
             if current is not None:
                 payload["_rev"] = current["_rev"]
             try:
@@ -305,6 +353,21 @@ class Audit:
         """Every chunk record of a run (or of one object), ordered by object then chunk index."""
         prefix = chunk_doc_prefix(dag_id, run_id, object_name)
         return list(self._docs_with_prefix(prefix, page_size))
+
+    def list_runs(
+        self, dag_id: str | None = None, *, limit: int | None = None, page_size: int = 200
+    ) -> list[dict[str, Any]]:
+        """Run records (of one DAG, if given), the most recently written first.
+
+        Read with one ``_all_docs`` key range over the ``run:`` ids, like :meth:`get_chunks`,
+        rather than a Mango query: it needs no index and pages without a bookmark. Run records
+        are small and few next to chunk records, so they are sorted here, after reading them all.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        runs = [doc for doc in self._docs_with_prefix(run_doc_prefix(dag_id), page_size) if doc.get("type") == "run"]
+        runs.sort(key=lambda doc: (str(doc.get("updated_at") or ""), doc["_id"]), reverse=True)
+        return runs if limit is None else runs[:limit]
 
     def find(
         self, selector: dict[str, Any], *, fields: list[str] | None = None, page_size: int = 200

@@ -37,6 +37,14 @@ def _params(spec: MigrationSpec) -> dict[str, Param]:
             description="Share of source rows that may fail in Salesforce before the run is marked failed "
             "(0 = any failed row fails the run). Rejected rows are reported either way.",
         ),
+        "retry_failed_from": Param(
+            "",
+            type="string",
+            title="Retry the failed rows of run",
+            description="A run id of this DAG: extract only the source rows that run rejected or that failed in "
+            "Salesforce (found by their row numbers), typically after fixing the data or the mapping. "
+            "Empty: every row.",
+        ),
         "full_refresh": Param(
             False,
             type="boolean",

@@ -7,7 +7,17 @@ class DmsError(Exception):
     """Root of every error DMS raises on purpose."""
 
 
-class FatalError(DmsError):
+try:
+    # Airflow does not retry a task that raises this: a retry of a fatal error would only
+    # repeat it (after the retry delays) and bury the message under identical attempts.
+    from airflow.sdk.exceptions import AirflowFailException as _NoRetry
+except ImportError:  # outside Airflow: the emulator's tools, plain scripts
+
+    class _NoRetry(Exception):  # type: ignore[no-redef]
+        pass
+
+
+class FatalError(DmsError, _NoRetry):
     """Retrying will not help: bad configuration, bad input, a refused operation."""
 
 

@@ -80,6 +80,7 @@ class FieldSpec(_Model):
     value: Any = Field(default=None, description="a constant, when there is no source column")
     expr: str | None = Field(default=None, description="a derived value in DMS's expression language")
     anonymise: AnonymiseSpec | None = None
+    sensitive: bool = Field(default=False, description="mask this field's values in everything the audit stores")
     type: FieldType = "string"
     format: str | None = Field(default=None, description="strptime format for date and datetime sources")
     timezone: str | None = Field(default=None, description="zone of naive datetimes in the source")

@@ -57,6 +57,8 @@ class ExtractOperator(DmsOperator):
             interval_end=end,
             salesforce_conn_id=self.spec.connections.salesforce,
         )
+        retry_of = str(self.param(context, "retry_failed_from", "") or "").strip()
+        wanted = self._rows_to_retry(dag_id, retry_of) if retry_of else None
         refs: list[dict[str, Any]] = []
 
         def put(key: ChunkKey, chunk: SourceChunk) -> None:
@@ -69,6 +71,8 @@ class ExtractOperator(DmsOperator):
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dms-stage") as staging:
             pending: Future[None] | None = None
             for index, chunk in enumerate(iter_chunks(source, chunk_rows, where)):
+                if wanted is not None:
+                    chunk = _only_rows(chunk, wanted)
                 if pending is not None:
                     pending.result()
                 pending = staging.submit(put, self.chunk_key(context, index), chunk)
@@ -146,3 +150,31 @@ class ExtractOperator(DmsOperator):
                     mapping[source] = target
             out[name] = mapping
         return out
+
+    def _rows_to_retry(self, dag_id: str, run_id: str) -> set[int]:
+        """The source rows that run `run_id` rejected or failed to load, from its audit record."""
+        from dms.row_results import read_attachment
+
+        audit = self.audit()
+        if audit.get_run(dag_id, run_id) is None:
+            raise FatalError(f"retry_failed_from: no run {run_id!r} of {dag_id} in the audit store")
+        rows: set[int] = set()
+        for name in (self.obj.name, f"{self.obj.name}.relink"):
+            for doc in audit.get_chunks(dag_id, run_id, name):
+                for attachment in ("rejects.csv.gz", "failures.csv.gz"):
+                    if attachment in (doc.get("_attachments") or {}):
+                        data = audit.get_attachment(doc["_id"], attachment)
+                        rows.update(int(r["row"]) for r in read_attachment(data))
+        self.log.info("retry_failed_from %s: %s rows of %s to retry", run_id, len(rows), self.obj.name)
+        return rows
+
+
+def _only_rows(chunk: SourceChunk, wanted: set[int]) -> SourceChunk:
+    """The part of a chunk whose row numbers are in `wanted` (malformed rows included)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dms.sources import SourceChunk
+
+    mask = pc.is_in(chunk.batch.column(0), value_set=pa.array(sorted(wanted), type=pa.int64()))
+    return SourceChunk(chunk.batch.filter(mask), [m for m in chunk.malformed if m.row in wanted])

@@ -295,7 +295,10 @@ class LoadOperator(DmsOperator):
         self, key: Any, out: dict[str, Any], failures: list[dict[str, Any]], started: float, api: str = "none"
     ) -> dict:
         """Write the chunk's audit record (a retry overwrites its own) and return the XCom value."""
+        from dms.row_results import chunk_attachments
+
         codes = Counter(f["code"] for f in failures)
+        kinds = ["relink_failures"] if self.kind else ["rejects", "load_rejects", "failures", "successes"]
         self.audit().write_chunk(
             key.dag_id,
             key.run_id,
@@ -307,6 +310,8 @@ class LoadOperator(DmsOperator):
                 "error_codes": dict(codes),
                 "load_seconds": round(time.time() - started, 3),
             },
+            # Every row's result, so the audit explains the run after the stage has expired.
+            attachments=chunk_attachments(self.stage(), key, self.obj, kinds),
         )
         return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class ReconcileOperator(DmsOperator):
         summary: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "dry_run": dry_run, "objects": {}}
         problems: list[str] = []
         for obj in self.spec.objects:
+            if self.extracts.get(obj.name) is None:
+                # No result at all (an empty source still returns []): the extract failed.
+                problems.append(f"{obj.name}: the extract has no result (it failed; see its log)")
             extracted = list(self.extracts.get(obj.name) or [])
             transformed = {int(t["chunk"]): t for t in (self.transforms.get(obj.name) or [])}
             loaded = {int(x["chunk"]): x for x in (self.loads.get(obj.name) or [])}
@@ -115,7 +119,16 @@ class ReconcileOperator(DmsOperator):
         summary["problems"] = problems
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.audit().write_run(dag_id, run_id, {"type": "run", **summary, "spec": self.spec.name})
+        audit = self.audit()
+        retry_of = str(self.param(context, "retry_failed_from", "") or "").strip()
+        audit.write_run(dag_id, run_id, {"type": "run", **summary, **self._run_facts(context), "retry_of": retry_of})
+        if retry_of:
+            # Link both ways: the earlier run says which runs retried its rows.
+            earlier = audit.get_run(dag_id, retry_of)
+            if earlier is not None:
+                body = {k: v for k, v in earlier.items() if not k.startswith("_")}
+                body["retried_by"] = sorted({*earlier.get("retried_by", []), run_id})
+                audit.write_run(dag_id, retry_of, body)
         for name, c in summary["objects"].items():
             self.log.info(
                 "%s: source %s, loaded %s, rejected %s, failed %s",
@@ -128,6 +141,30 @@ class ReconcileOperator(DmsOperator):
         if problems:
             raise ReconcileError("reconcile failed:\n  " + "\n  ".join(problems))
         return {name: {k: v for k, v in c.items() if not k.endswith("_csv")} for name, c in summary["objects"].items()}
+
+    def _run_facts(self, context: Context) -> dict[str, Any]:
+        """What explains a run besides its counts: the spec (and its hash), params, interval, trigger, times."""
+        import hashlib
+
+        dag_run = context.get("dag_run")
+        spec_text = Path(self.spec_file).read_bytes()
+
+        def iso(value: Any) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "spec": self.spec.name,
+            "spec_file": Path(self.spec_file).name,
+            "spec_sha256": hashlib.sha256(spec_text).hexdigest(),
+            "params": {k: v for k, v in dict(context.get("params") or {}).items()},
+            "data_interval_start": iso(context.get("data_interval_start")),
+            "data_interval_end": iso(context.get("data_interval_end")),
+            "run_type": str(getattr(dag_run, "run_type", "") or ""),
+            "triggered_by": str(getattr(dag_run, "triggered_by", "") or ""),
+            "triggering_user": str(getattr(dag_run, "triggering_user_name", "") or ""),
+            "start_date": iso(getattr(dag_run, "start_date", None)),
+            "end_date": datetime.now(UTC).isoformat(),
+        }
 
     def _write_reports(
         self, stage: Any, context: Context, object_name: str, chunks: list[int], out_dir: Path
