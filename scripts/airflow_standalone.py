@@ -1,7 +1,13 @@
-"""`make airflow`: Airflow standalone (UI and API on :8080) with the project's DAGs and the local stack."""
+"""`make airflow`: Airflow standalone (UI and API on :8080) with the project's DAGs and the local stack.
+
+Options (the browser tests use them to run their own Airflow beside a developer's):
+``--port`` for the UI and API, ``--home`` for AIRFLOW_HOME (its metadata DB and generated
+passwords) and ``--results-dir`` for the reject and error CSVs.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -30,10 +36,31 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def main() -> int:
-    home = RUN / "airflow-standalone"
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.airflow_standalone",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port of the UI and API (default 8080)")
+    parser.add_argument(
+        "--home", type=Path, default=RUN / "airflow-standalone", help="AIRFLOW_HOME (default .run/airflow-standalone)"
+    )
+    parser.add_argument("--results-dir", type=Path, help="where runs write their CSVs (default .run/results)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    home = args.home.resolve()
+    port = args.port
     with local_stack(home) as stack:
-        env = {**stack.env, "AIRFLOW__API__PORT": "8080"}
+        env = {**stack.env, "AIRFLOW__API__PORT": str(port)}
+        # Task processes reach the API server here; Airflow's default is http://localhost:8080, so
+        # without this every task of an Airflow on another port fails before it starts.
+        env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
+        if args.results_dir is not None:
+            env["DMS_RESULTS_DIR"] = str(args.results_dir.resolve())
         process = subprocess.Popen([stack.airflow, "standalone"], env=env)
         try:
             password_file = Path(home) / PASSWORDS
@@ -43,7 +70,7 @@ def main() -> int:
             if password_file.exists():
                 users = json.loads(password_file.read_text())
                 for user, password in users.items():
-                    say(f"Airflow UI: http://127.0.0.1:8080  login {user} / {password}  (Ctrl-C stops everything)")
+                    say(f"Airflow UI: http://127.0.0.1:{port}  login {user} / {password}  (Ctrl-C stops everything)")
             return process.wait()
         except KeyboardInterrupt:
             return 0

@@ -256,3 +256,127 @@ def ensure_postgres(*, private: bool = False) -> PostgresServer:
         capture_output=True,
     )
     return PostgresServer("127.0.0.1", port, data_dir, pg_ctl, run_as)
+
+
+@dataclass
+class MariaDBServer:
+    """A reachable MariaDB (or MySQL) where `user` may create databases and users.
+
+    The machine's own on :3306 (root with an empty password, as the machine image and
+    Debian's test setups have it), or a private server in a temp directory of its own.
+    """
+
+    host: str
+    port: int
+    user: str = "root"
+    password: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # SIGTERM is mariadbd's clean shutdown; it exits in a second or two when idle.
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _mariadb_binary(*names: str) -> str | None:
+    for name in names:
+        # Debian puts the server in /usr/sbin, which is not on every user's PATH.
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin")
+        if found:
+            return found
+    return None
+
+
+def ensure_mariadb(*, private: bool = False) -> MariaDBServer:
+    """Use the MariaDB/MySQL on 127.0.0.1:3306 if it answers, else start a private MariaDB.
+
+    The private server (Debian's mariadb-server package) gets a fresh data directory in a temp
+    directory of its own, root without a password over TCP on a free port of 127.0.0.1, utf8mb4
+    as its character set, and no config file of the machine's (--no-defaults: the machine's
+    my.cnf would send it to port 3306 and /run/mysqld). mariadbd refuses to run as root, so as
+    root it runs as the `mysql` user (the package creates it). stop() ends it and removes the
+    directory; die_with_parent ends it if the Python process dies first.
+    """
+    if not private and _reachable("127.0.0.1", 3306):
+        return MariaDBServer("127.0.0.1", 3306)
+    mariadbd = _mariadb_binary("mariadbd", "mysqld")
+    install_db = _mariadb_binary("mariadb-install-db", "mysql_install_db")
+    if not (mariadbd and install_db):
+        raise RuntimeError(
+            "MariaDB is not running on :3306 and mariadbd/mariadb-install-db are not installed "
+            "(apt-get install mariadb-server, or run scripts/system_deps.sh)"
+        )
+    # Its own directory directly under the temp root, owned by the user the server runs as.
+    workdir = Path(tempfile.mkdtemp(prefix="dms-mariadb-"))
+    as_user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        # Popen switches user before preexec_fn runs, so the parent-death signal set there
+        # survives (a switch inside mariadbd, with --user, would clear it).
+        as_user = {"user": "mysql", "group": "mysql", "extra_groups": []}
+        shutil.chown(workdir, "mysql", "mysql")
+    data_dir, log = workdir / "data", workdir / "mariadb.log"
+    try:
+        with open(log, "ab") as out:
+            subprocess.run(
+                [
+                    install_db,
+                    "--no-defaults",
+                    f"--datadir={data_dir}",
+                    "--auth-root-authentication-method=normal",  # root@127.0.0.1 without a password
+                    "--skip-test-db",
+                ],
+                stdout=out,
+                stderr=out,
+                check=True,
+                timeout=120,
+                cwd=workdir,
+                preexec_fn=die_with_parent,
+                **as_user,
+            )
+        port = free_port()
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                [
+                    mariadbd,
+                    "--no-defaults",
+                    f"--datadir={data_dir}",
+                    f"--port={port}",
+                    "--bind-address=127.0.0.1",
+                    f"--socket={workdir / 'mariadb.sock'}",
+                    f"--pid-file={workdir / 'mariadb.pid'}",
+                    "--skip-name-resolve",
+                    "--character-set-server=utf8mb4",
+                    "--collation-server=utf8mb4_general_ci",
+                    "--innodb-buffer-pool-size=64M",
+                    "--skip-log-bin",
+                ],
+                stdout=out,
+                stderr=out,
+                cwd=workdir,
+                preexec_fn=die_with_parent,
+                **as_user,
+            )
+    except (OSError, subprocess.SubprocessError) as exc:
+        text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"could not set up a private MariaDB: {exc}\n{text}") from None
+    server = MariaDBServer("127.0.0.1", port, process=process, workdir=workdir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        # The port opens once recovery and the grant tables are loaded: ready for logins.
+        if _reachable("127.0.0.1", port):
+            return server
+        time.sleep(0.1)
+    text = log.read_text(errors="replace")[-2000:]
+    server.stop()
+    raise RuntimeError(f"the private MariaDB did not start (exit code {process.poll()}): {text}")

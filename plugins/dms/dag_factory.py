@@ -38,8 +38,10 @@ def _params(spec: MigrationSpec) -> dict[str, Param]:
             "(0 = any failed row fails the run). Rejected rows are reported either way.",
         ),
         "retry_failed_from": Param(
-            "",
-            type="string",
+            # Nullable: the trigger form treats an empty required string as missing and would
+            # not let a run start without it.
+            None,
+            type=["null", "string"],
             title="Retry the failed rows of run",
             description="A run id of this DAG: extract only the source rows that run rejected or that failed in "
             "Salesforce (found by their row numbers), typically after fixing the data or the mapping. "
@@ -138,6 +140,44 @@ def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
     return dag
 
 
+def build_rollback_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
+    """`<dag_id>_rollback`: undo one run of the spec's DAG (delete what it created, restore what it changed)."""
+    from dms.operators.rollback import RollbackOperator
+
+    groups, _ = spec.load_plan()
+    with DAG(
+        dag_id=f"{spec.dag_id}_rollback",
+        description=f"Undo a run of {spec.dag_id}"[:200],
+        doc_md=f"# Rollback of {spec.dag_id}\n\nDeletes the records a run created and restores the fields it "
+        "changed, from the run's audit records, children before parents.",
+        schedule=None,
+        start_date=pendulum.parse(spec.start_date, tz=spec.timezone),
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"dms", "rollback", *spec.tags}),
+        params={
+            "run_id": Param(
+                "",
+                type="string",
+                minLength=1,
+                title="Run to undo",
+                description=f"The run id of {spec.dag_id} whose records are deleted (if it created them) or "
+                "restored to their values before that run (if it updated them).",
+            )
+        },
+        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": pendulum.duration(seconds=30)},
+    ) as dag:
+        previous = None
+        # Children first: a parent is only deleted once nothing of this run points at it.
+        for group in reversed(groups):
+            for name in group:
+                task = RollbackOperator(task_id=f"rollback_{name}", object_name=name, spec_file=str(spec_file))
+                if previous is not None:
+                    previous >> task
+                previous = task
+    return dag
+
+
 def build_dags(*spec_dirs: Path) -> dict[str, DAG]:
     """Every spec in `spec_dirs` as a DAG; any invalid spec raises one error naming each file and path.
 
@@ -156,6 +196,7 @@ def build_dags(*spec_dirs: Path) -> dict[str, DAG]:
             errors.append(f"{path}: name {spec.name!r} is used by another spec")
             continue
         dags[spec.dag_id] = build_dag(spec, path)
+        dags[f"{spec.dag_id}_rollback"] = build_rollback_dag(spec, path)
     if errors:
         raise SpecError("\n".join(errors))
     return dags

@@ -32,6 +32,8 @@ ATTACHMENTS = {
     "relink_failures": ("failures.csv.gz", ["row", "key", "id", "code", "message"]),
     "successes": ("successes.csv.gz", ["row", "key", "id", "created"]),
 }
+# Before-images (see LoadOperator.capture_before_images): their columns are the fields written.
+BEFORE = "before.csv.gz"
 
 
 def sensitive_fields(obj: ObjectSpec) -> set[str]:
@@ -69,11 +71,22 @@ def chunk_attachments(stage: Stage, key: ChunkKey, obj: ObjectSpec, kinds: Itera
     from dms.staging import StageMissingError
 
     rows: dict[str, list[dict[str, Any]]] = {}
+    kinds = list(kinds)
     for kind in kinds:
         name, _ = ATTACHMENTS[kind]
         with contextlib.suppress(StageMissingError):
             rows.setdefault(name, []).extend(stage.get_table(key, kind).to_pylist())
     out: dict[str, bytes] = {}
+    kinds = list(kinds)
+    with contextlib.suppress(StageMissingError):
+        if "successes" not in kinds:
+            raise StageMissingError("before-images belong to the load's record")
+        before = stage.get_table(key, "before")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(before.column_names)
+        writer.writerows(zip(*(before.column(c).to_pylist() for c in before.column_names), strict=True))
+        out[BEFORE] = gzip.compress(buffer.getvalue().encode("utf-8"), mtime=0)
     for name, records in rows.items():
         columns = next(cols for n, cols in ATTACHMENTS.values() if n == name)
         buffer = io.StringIO()

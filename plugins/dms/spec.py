@@ -361,6 +361,11 @@ class MigrationSpec(_Model):
     start_date: str = "2026-01-01"
     chunk_rows: int = Field(default=50_000, ge=1, le=10_000_000)
     max_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    before_images: bool = Field(
+        default=True,
+        description="updates and upserts first read the current values of the fields they write, so that a "
+        "rollback can restore them (one query per 200 rows; turn off for initial loads into an empty org)",
+    )
     bulk_threshold: int = Field(
         default=2000,
         ge=0,

@@ -13,7 +13,8 @@ from scripts.audit_server import AuditServer
 from scripts.services import EmulatorProcess, PostgresServer, RedisServer, ensure_postgres, ensure_redis
 
 # The stage's database in tests: never the broker's db 0, never a user's db 1.
-TEST_STAGING_DB = 13
+# DMS_TEST_STAGING_DB lets two test sessions share one Redis without flushing each other's stage.
+TEST_STAGING_DB = int(os.environ.get("DMS_TEST_STAGING_DB", "13"))
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,45 @@ def test_retry_from_an_unknown_run_is_a_clear_error(emulator, dms_connections) -
     assert run.state == "failed"
     tis = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert tis["accounts.extract"] == "failed"
+
+
+def test_rollback_deletes_what_the_run_created_and_restores_what_it_changed(
+    emulator: EmulatorProcess, dms_connections
+) -> None:
+    from simple_salesforce import Salesforce
+
+    from dms.dag_factory import build_dags
+
+    token = emulator.token()
+    sf = Salesforce(instance_url=token["instance_url"], session_id=token["access_token"], version="62.0")
+    existing = sf.Account.create(
+        {"Legacy_Id__c": "C0001", "Name": "旧名称", "Industry": "Retail", "Phone": "010-1", "Active__c": False}
+    )["id"]
+    run = _run()
+    assert run.state == "success"
+    changed = sf.Account.get(existing)
+    assert (changed["Name"], changed["Industry"], changed["AnnualRevenue"]) == (
+        "北京华夏科技有限公司",
+        "Technology",
+        12500000.5,
+    )
+
+    rollback = build_dags(ROOT / "include" / "migrations")[f"{DAG_ID}_rollback"].test(run_conf={"run_id": run.run_id})
+    assert rollback.state == "success"
+    live = {a["Legacy_Id__c"]: a for a in emulator.admin("/__emulator/export/Account?include_deleted=false")["records"]}
+    assert set(live) == {"C0001"}  # the seven accounts the run created are deleted
+    restored = live["C0001"]
+    assert (restored["Id"], restored["Name"], restored["Industry"]) == (existing, "旧名称", "Retail")
+    # A field that was empty before the run is empty again (restored as null, not left as loaded).
+    assert restored["AnnualRevenue"] is None and restored["Customer_Since__c"] is None
+    assert (restored["Phone"], restored["Active__c"]) == ("010-1", False)
+    doc = _audit().get_chunk(DAG_ID, run.run_id, "accounts.rollback", 0)
+    assert (doc["deleted"], doc["restored"], doc["failed"]) == (7, 1, 0)
+
+
+def test_rollback_of_an_unknown_run_fails_clearly(emulator, dms_connections) -> None:
+    from dms.dag_factory import build_dags
+
+    dag = build_dags(ROOT / "include" / "migrations")[f"{DAG_ID}_rollback"]
+    run = dag.test(run_conf={"run_id": "manual__1999-01-01T00:00:00+00:00"})
+    assert run.state == "failed"

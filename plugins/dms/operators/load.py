@@ -105,6 +105,8 @@ class LoadOperator(DmsOperator):
             return self._audited(key, self._preview(stage, sf, context, frame, out), [], started, "none")
         if frame.empty:
             return self._audited(key, out, [], started)
+        if obj.operation in ("update", "upsert") and self.spec.before_images:
+            self.capture_before_images(stage, sf, key, frame, [*columns, *sorted(deferred)])
         if len(frame) < self.spec.bulk_threshold and obj.operation != "hardDelete":
             # A small chunk is done sooner in a few REST calls than as a Bulk job.
             describe = stage.get_json(f"{key.dag_id}:{key.run_id}:{obj.name}:describe") or {}
@@ -118,6 +120,46 @@ class LoadOperator(DmsOperator):
         self.register_keys(stage, context, frame, result.loaded)
         out.update(result.counts())
         return self._audited(key, out, result.failures, started, result.api)
+
+    def capture_before_images(self, stage: Any, sf: Any, key: Any, frame: Any, columns: list[str]) -> None:
+        """The current values of the fields this chunk writes, for its records that already exist.
+
+        A rollback restores them. Captured once, before the first upload: a retry keeps the
+        first capture, which still shows the records as they were before this run.
+        """
+        import pyarrow as pa
+
+        from dms.staging import StageMissingError
+
+        try:
+            stage.get_table(key, "before")
+            return
+        except StageMissingError:
+            pass
+        obj = self.obj
+        describe = stage.get_json(f"{key.dag_id}:{key.run_id}:{obj.name}:describe") or {}
+        match_field = obj.external_id or "Id"
+        fields: list[str] = []
+        for column in columns:
+            if column.lower() == "id" or column == obj.external_id or obj.fields[column].sensitive:
+                continue  # the key itself does not change; sensitive values never reach the audit
+            if "." in column:
+                relationship = column.split(".", 1)[0].lower()
+                column = next(
+                    (n for n, i in describe.items() if (i.get("relationshipName") or "").lower() == relationship),
+                    column,
+                )
+            fields.append(column)
+        wanted = sorted({str(v) for v in frame[match_field if match_field in frame else "Id"] if v})
+        records: list[dict[str, str]] = []
+        select = ", ".join(dict.fromkeys(["Id", match_field, *fields]))
+        for start in range(0, len(wanted), _IN_BATCH):
+            literals = ", ".join(soql_literal(v) for v in wanted[start : start + _IN_BATCH])
+            soql = f"SELECT {select} FROM {obj.sobject} WHERE {match_field} IN ({literals})"
+            for record in sf.query_all_iter(soql):
+                records.append({f: _soql_text(record.get(f)) for f in ["Id", *fields]})
+        table = pa.Table.from_pylist(records, schema=pa.schema([(f, pa.string()) for f in ["Id", *fields]]))
+        stage.put_table(key, "before", table)
 
     def _preview(self, stage: Any, sf: Any, context: Context, frame: Any, out: dict[str, Any]) -> dict[str, Any]:
         """A dry run: what this chunk would insert, update or delete, without writing anything.
@@ -627,6 +669,15 @@ def existing_keys(sf: Any, sobject: str, field: str, wanted: set[str]) -> set[st
             if record.get(field) is not None:
                 found.add(str(record[field]).lower())
     return found
+
+
+def _soql_text(value: Any) -> str:
+    """A field value from a query as Bulk CSV text ("" for null; the rollback writes #N/A for it)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def soql_literal(value: str) -> str:

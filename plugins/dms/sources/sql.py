@@ -12,6 +12,16 @@ dates YYYY-MM-DD, timestamps ISO 8601 (a fraction only when there is one, +HH:MM
 have a zone) and NULL as "". Row numbers are 1-based positions in
 the result.
 
+MySQL and MariaDB differ in ways the reader evens out. Their session is set to UTC, so a
+TIMESTAMP (stored in UTC, shown in the session's zone) reads as a UTC moment (+00:00) and
+compares right with the interval's bounds; NOW() in a query is UTC too. DATETIME has no zone
+and reads as written. The connection reads utf8mb4 whatever charset it was given, since
+"utf8" (utf8mb3) turns characters outside the BMP such as 𠮷 into "?". BOOL is TINYINT(1)
+and reads as the digits 1/0 (a field's true_values/false_values take them), BIT(n) as its
+number, TIME (a duration, possibly negative or past 24 h) as [-]HH:MM:SS[.ffffff], and a zero
+date ("0000-00-00"), which the drivers cannot represent, as "". NULLs sort first in MySQL and
+last in PostgreSQL: a change-column read without an interval keeps the database's order.
+
 With `change_column` and a data interval, only the rows whose change column lies in
 [start, end) are read, with the bounds as bound parameters; such a read is ordered by the
 change column so that a re-run reads the same rows in the same order.
@@ -24,7 +34,7 @@ import datetime as dt
 import importlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -46,6 +56,21 @@ _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 # `accounts` that `CREATE TABLE Accounts` made in PostgreSQL, as it would unquoted in psql.
 _FOLD = {"postgres": str.lower, "redshift": str.lower, "oracle": str.upper, "snowflake": str.upper}
 _MYSQL_TYPES = {"mysql", "mariadb"}
+# The MySQL DB-API drivers: MySQLdb (mysqlclient, the MySQL provider's default), PyMySQL and
+# mysql.connector (the provider's "client": "mysql-connector-python" extra).
+_MYSQL_DRIVERS = {"MySQLdb", "pymysql", "mysql.connector"}
+_MYSQL_SESSION = (
+    # TIMESTAMP values are stored in UTC and converted to the session's zone (the server's by
+    # default): in UTC they read as UTC moments, and the interval's bounds, sent as naive UTC
+    # (see _bound_value), compare right with them whatever zone the server runs in.
+    "SET time_zone = '+00:00', "
+    # A streamed result keeps the server writing to the client while the pipeline stages the
+    # previous chunk; once it cannot write for net_write_timeout (60 s by default) it drops the
+    # connection mid-read ("Lost connection to MySQL server during query").
+    "net_write_timeout = 3600"
+)
+# Column type codes of the MySQL protocol, the same in every MySQL driver's description.
+_MYSQL_TIMESTAMP, _MYSQL_BIT = 7, 16
 
 
 def iter_sql_chunks(
@@ -99,7 +124,8 @@ def build_statement(
     if not source.change_column:
         return sql, None
     if source.query is not None:
-        sql = f"SELECT * FROM ({sql}) {_SUBQUERY_ALIAS}"
+        # The newline ends a "-- comment" on the query's last line, which would swallow the ")".
+        sql = f"SELECT * FROM ({sql}\n) {_SUBQUERY_ALIAS}"
     column = quote_identifier(source.change_column, conn_type=conn_type, quote_format=quote_format)
     # Half-open [start, end): a row changed exactly at `end` belongs to the next run.
     bounds = [
@@ -212,8 +238,10 @@ def _batches(
         conn = hook.get_conn()
     except Exception as exc:
         raise SourceError(f"{label}: cannot connect: {_message(exc, secrets)}") from None
+    mysql = False
     try:
         driver = _driver_module(conn)
+        mysql = getattr(driver, "__name__", "") in _MYSQL_DRIVERS
         paramstyle = getattr(driver, "paramstyle", "pyformat") if driver is not None else "pyformat"
         try:
             sql, params = build_statement(
@@ -228,6 +256,8 @@ def _batches(
             raise SourceError(f"{label}: {exc}") from None
         rows_read = 0
         try:
+            if mysql:
+                _prepare_mysql_session(conn, driver.__name__)
             cursor = _server_cursor(conn, driver, fetch_rows)
             if params is None:
                 cursor.execute(sql)
@@ -236,11 +266,12 @@ def _batches(
             if cursor.description is None:
                 raise SourceError(f"{label}: the statement returns no rows (is it a SELECT?)")
             names = _column_names(cursor.description, label)
+            texts = _mysql_column_texts(cursor.description) if mysql else [value_text] * len(names)
             while True:
                 rows = cursor.fetchmany(fetch_rows)
                 if not rows:
                     break
-                yield _to_batch(names, rows)
+                yield _to_batch(names, rows, texts)
                 rows_read += len(rows)
             cursor.close()
         except SourceError:
@@ -249,7 +280,10 @@ def _batches(
             where = f" after {rows_read} rows" if rows_read else ""
             raise SourceError(f"{label}: the database refused the read{where}: {_message(exc, secrets)}") from None
     finally:
-        _close(conn)
+        # Hanging up ends a MySQL session and its transaction; a rollback first would make
+        # mysql.connector read the rest of an unfinished streamed result (maybe the whole table)
+        # just to bring the connection back in step.
+        _close(conn, rollback=not mysql)
 
 
 def _hook(source: SqlSource, label: str) -> tuple[Any, str, list[str]]:
@@ -281,12 +315,37 @@ def _secret_key(key: str) -> bool:
 
 
 def _driver_module(conn: Any) -> Any:
-    """The DB-API module of a connection (psycopg, psycopg2, MySQLdb...), for its paramstyle."""
-    root = type(conn).__module__.split(".")[0]
+    """The DB-API module of a connection (psycopg, psycopg2, MySQLdb...), for its paramstyle.
+
+    The shortest enclosing package that declares a paramstyle: the root package for most
+    drivers, but mysql.connector's connections live under `mysql`, which declares none.
+    """
+    parts = type(conn).__module__.split(".")
+    for length in range(1, len(parts) + 1):
+        try:
+            module = importlib.import_module(".".join(parts[:length]))
+        except ImportError:
+            return None
+        if hasattr(module, "paramstyle"):
+            return module
+    return None
+
+
+def _prepare_mysql_session(conn: Any, driver_name: str) -> None:
+    """utf8mb4, UTC and a long write timeout for a MySQL/MariaDB read (see _MYSQL_SESSION)."""
+    # The charset through the driver, so that it also decodes with it: a charset of the
+    # connection's extras or the client library's default (latin1 in old ones, "utf8" =
+    # utf8mb3 in some setups) would turn 4-byte characters into "?".
+    if driver_name == "mysql.connector":
+        if conn.charset != "utf8mb4":
+            conn.set_charset_collation("utf8mb4")
+    elif conn.character_set_name() != "utf8mb4":
+        conn.set_character_set("utf8mb4")
+    cursor = conn.cursor()
     try:
-        return importlib.import_module(root)
-    except ImportError:
-        return None
+        cursor.execute(_MYSQL_SESSION)
+    finally:
+        cursor.close()
 
 
 def _server_cursor(conn: Any, driver: Any, fetch_rows: int) -> Any:
@@ -303,7 +362,10 @@ def _server_cursor(conn: Any, driver: Any, fetch_rows: int) -> Any:
     if name in ("MySQLdb", "pymysql"):
         # The default MySQL cursors buffer the whole result in the client.
         return conn.cursor(importlib.import_module(f"{name}.cursors").SSCursor)
-    return conn.cursor()  # mysql.connector's default cursor is unbuffered already
+    if name == "mysql.connector":
+        # Unbuffered unless the connection was opened with buffered=True; ask for it anyway.
+        return conn.cursor(buffered=False)
+    return conn.cursor()
 
 
 def _column_names(description: Sequence[Sequence[Any]], label: str) -> list[str]:
@@ -318,18 +380,47 @@ def _column_names(description: Sequence[Sequence[Any]], label: str) -> list[str]
     return names
 
 
-def _to_batch(names: list[str], rows: Sequence[Any]) -> pa.RecordBatch:
+def _mysql_column_texts(description: Sequence[Sequence[Any]]) -> list[Callable[[Any], str]]:
+    """How each column's values become text, where a MySQL type needs more than its Python value."""
+    texts: list[Callable[[Any], str]] = []
+    for column in description:
+        type_code = column[1]
+        if type_code == _MYSQL_TIMESTAMP:
+            texts.append(_utc_timestamp_text)
+        elif type_code == _MYSQL_BIT:
+            texts.append(_bit_text)
+        else:
+            texts.append(value_text)
+    return texts
+
+
+def _utc_timestamp_text(value: Any) -> str:
+    # The drivers give a TIMESTAMP as a naive datetime in the session's zone, UTC (_MYSQL_SESSION).
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value_text(value)
+
+
+def _bit_text(value: Any) -> str:
+    # MySQLdb and PyMySQL give BIT(n) as big-endian bytes (b"\x01" would read as a control
+    # character); mysql.connector gives the number already.
+    if isinstance(value, bytes | bytearray):
+        return str(int.from_bytes(value, "big"))
+    return value_text(value)
+
+
+def _to_batch(names: list[str], rows: Sequence[Any], texts: Sequence[Callable[[Any], str]]) -> pa.RecordBatch:
     if isinstance(rows[0], Mapping):  # a dict cursor set in the connection's extras
         rows = [tuple(row.values()) for row in rows]
     columns = zip(*rows, strict=True)
-    arrays = [pa.array([value_text(v) for v in column], pa.string()) for column in columns]
+    arrays = [pa.array([text(v) for v in column], pa.string()) for text, column in zip(texts, columns, strict=True)]
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _close(conn: Any) -> None:
+def _close(conn: Any, *, rollback: bool = True) -> None:
     # The read changed nothing: end its transaction (and server-side cursor) and hang up.
     # A failure here must not hide the real error of the read.
-    for step in ("rollback", "close"):
+    for step in ("rollback", "close") if rollback else ("close",):
         with contextlib.suppress(Exception):
             getattr(conn, step)()
 
@@ -381,6 +472,18 @@ def _bytes_text(value: bytes | bytearray | memoryview) -> str:
         return "\\x" + data.hex()
 
 
+def _timedelta_text(value: dt.timedelta) -> str:
+    # MySQL's TIME is a duration, which the drivers give as a timedelta: written as MySQL
+    # writes it ([-]HH:MM:SS[.ffffff], hours past 24 allowed), which for a time of day is
+    # time.isoformat's form, not str(timedelta)'s "-2 days, 21:59:59".
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    seconds, fraction = divmod(abs(micros), 1_000_000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{'-' if micros < 0 else ''}{hours:02d}:{minutes:02d}:{seconds:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
 def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -393,6 +496,7 @@ _CONVERTERS: dict[type, Any] = {
     dt.datetime: _datetime_text,
     dt.date: dt.date.isoformat,
     dt.time: dt.time.isoformat,
+    dt.timedelta: _timedelta_text,
     bytes: _bytes_text,
     bytearray: _bytes_text,
     memoryview: _bytes_text,
@@ -403,10 +507,27 @@ _CONVERTERS: dict[type, Any] = {
 }
 
 
+# The types _converter_for tries, in order (see there).
+_BASE_TYPES = (
+    bool,
+    int,
+    float,
+    Decimal,
+    dt.datetime,
+    dt.date,
+    dt.time,
+    dt.timedelta,
+    bytes,
+    bytearray,
+    memoryview,
+    UUID,
+)
+
+
 def _converter_for(kind: type) -> Any:
     # Subclasses (pendulum's DateTime, numpy's float64, IntEnum...) by their base type;
     # the order matters: bool before int, datetime before date.
-    for base in (bool, int, float, Decimal, dt.datetime, dt.date, dt.time, bytes, bytearray, memoryview, UUID):
+    for base in _BASE_TYPES:
         if issubclass(kind, base):
             return _CONVERTERS[base]
     if issubclass(kind, str):
