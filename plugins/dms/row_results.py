@@ -28,8 +28,8 @@ MASK = "***"
 ATTACHMENTS = {
     "rejects": ("rejects.csv.gz", ["row", "key", "field", "reason", "code"]),
     "load_rejects": ("rejects.csv.gz", ["row", "key", "field", "reason", "code"]),
-    "failures": ("failures.csv.gz", ["row", "key", "id", "code", "message"]),
-    "relink_failures": ("failures.csv.gz", ["row", "key", "id", "code", "message"]),
+    "failures": ("failures.csv.gz", ["row", "key", "id", "field", "code", "message"]),
+    "relink_failures": ("failures.csv.gz", ["row", "key", "id", "field", "code", "message"]),
     "successes": ("successes.csv.gz", ["row", "key", "id", "created"]),
 }
 # Before-images (see LoadOperator.capture_before_images): their columns are the fields written.

@@ -44,3 +44,26 @@ def test_attachments_read_back_as_rows() -> None:
     data = gzip.compress(b"row,key,id,created\n2,C1,001x,True\n")
     assert read_attachment(data) == [{"row": "2", "key": "C1", "id": "001x", "created": "True"}]
     assert read_attachment(None) == []
+
+
+def test_bulk_errors_split_into_code_message_and_fields() -> None:
+    from dms.operators.load import split_bulk_error
+
+    assert split_bulk_error("REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --") == (
+        "REQUIRED_FIELD_MISSING",
+        "Required fields are missing: [Name]",
+        "Name",
+    )
+    assert split_bulk_error("INVALID_CROSS_REFERENCE_KEY:invalid cross reference id:") == (
+        "INVALID_CROSS_REFERENCE_KEY",
+        "invalid cross reference id",
+        "",
+    )
+    assert split_bulk_error("FIELD_CUSTOM_VALIDATION_EXCEPTION:Amount must be > 0: check it:Amount__c,Stage --")[2] == (
+        "Amount__c,Stage"
+    )
+    assert split_bulk_error("UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record") == (
+        "UNABLE_TO_LOCK_ROW",
+        "unable to obtain exclusive access to this record",
+        "",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
@@ -36,6 +37,19 @@ def _parse_results(payload: bytes) -> tuple[list[str], list[list[str]]]:
     return header, list(reader)
 
 
+_FIELDS_RE = re.compile(r"[A-Za-z0-9_.]+(?:,[A-Za-z0-9_.]+)*")
+
+
+def split_bulk_error(text: str) -> tuple[str, str, str]:
+    """A Bulk API 2.0 `sf__Error` ("CODE:message:Field1,Field2 --") as (code, message, fields)."""
+    code, _, rest = text.partition(":")
+    rest = rest.rstrip(" -")
+    head, sep, tail = rest.rpartition(":")
+    if sep and (not tail.strip() or _FIELDS_RE.fullmatch(tail.strip())):
+        return code, head.strip(), tail.strip()
+    return code, rest.strip(), ""
+
+
 def match_results(
     frame: Any, columns: list[str], success: bytes, failed: bytes, unprocessed: bytes, job_error: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -62,8 +76,8 @@ def match_results(
         loaded.append({"row": take(line[2:]), "id": line[0], "created": line[1] == "true"})
     header, rows = _parse_results(failed)
     for line in rows:
-        code, _, message = line[1].partition(":")
-        failures.append({"row": take(line[2:]), "id": line[0], "code": code, "message": message.rstrip(" -")})
+        code, message, fields = split_bulk_error(line[1])
+        failures.append({"row": take(line[2:]), "id": line[0], "field": fields, "code": code, "message": message})
     header, rows = _parse_results(unprocessed)
     for line in rows:
         failures.append({"row": take(line), "id": "", "code": "UNPROCESSED", "message": job_error or "not processed"})
@@ -422,7 +436,13 @@ class RelinkOperator(LoadOperator):
         keys = dict(zip(frame[ROW].astype(int), frame[obj.external_id], strict=True)) if obj.external_id else {}
         frame, rejects = self.check_parents(stage, sf, context, key, frame, deferred)
         failures = [
-            {"row": int(r["row"]), "id": ids.get(int(r["row"]), ""), "code": r["code"], "message": r["reason"]}
+            {
+                "row": int(r["row"]),
+                "id": ids.get(int(r["row"]), ""),
+                "field": r["field"],
+                "code": r["code"],
+                "message": r["reason"],
+            }
             for r in rejects.to_dict("records")
         ]
         if not frame.empty:
@@ -572,11 +592,11 @@ def run_collections(
                 raise ReconcileError(f"sObject Collections answered {len(results)} results for {len(part)} records")
             stage.record(ledger_key, **{f"coll:{start}": json.dumps(results)})
         for row, result in zip(rows[start : start + 200], results, strict=True):
-            ok, record_id, created, code, message = result_outcome(operation, result)
+            ok, record_id, created, code, message, fields = result_outcome(operation, result)
             if ok:
                 loaded.append({"row": row, "id": record_id, "created": created})
             else:
-                failures.append({"row": row, "id": record_id, "code": code, "message": message})
+                failures.append({"row": row, "id": record_id, "field": fields, "code": code, "message": message})
     op.log.info(
         "chunk %s of %s: %s through sObject Collections, %s loaded, %s failed",
         key.chunk,
@@ -599,10 +619,17 @@ def _failure_table(failures: list[dict[str, Any]], keys: dict[int, str]) -> Any:
 
     table = pd_frame(
         [
-            {"row": f["row"], "key": keys.get(f["row"], ""), "id": f["id"], "code": f["code"], "message": f["message"]}
+            {
+                "row": f["row"],
+                "key": keys.get(f["row"], ""),
+                "id": f["id"],
+                "field": f.get("field", ""),
+                "code": f["code"],
+                "message": f["message"],
+            }
             for f in failures
         ],
-        ["row", "key", "id", "code", "message"],
+        ["row", "key", "id", "field", "code", "message"],
     )
     return pa.Table.from_pandas(table.astype(str), preserve_index=False)
 

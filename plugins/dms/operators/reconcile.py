@@ -198,6 +198,6 @@ class ReconcileOperator(DmsOperator):
             write_csv(
                 out_dir / f"{object_name}_missing_parents.csv", ["row", "key", "field", "reason", "code"], missing
             )
-        write_csv(paths[1], ["row", "key", "salesforce_id", "error_code", "message"], rows["failures"])
+        write_csv(paths[1], ["row", "key", "salesforce_id", "field", "error_code", "message"], rows["failures"])
         write_csv(paths[2], ["row", "key", "salesforce_id", "created"], rows["successes"])
         return paths

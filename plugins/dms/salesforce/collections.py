@@ -100,11 +100,12 @@ class CollectionsClient:
         raise FatalError(f"sObject Collections cannot {operation}; use Bulk API 2.0")
 
 
-def result_outcome(operation: str, result: dict[str, Any]) -> tuple[bool, str, bool, str, str]:
-    """(success, id, created, error code, message) of one Collections result."""
+def result_outcome(operation: str, result: dict[str, Any]) -> tuple[bool, str, bool, str, str, str]:
+    """(success, id, created, error code, message, fields) of one Collections result."""
     if result.get("success"):
         created = bool(result.get("created", operation == "insert"))
-        return True, result.get("id") or "", created, "", ""
+        return True, result.get("id") or "", created, "", "", ""
     errors = result.get("errors") or [{}]
     first = errors[0]
-    return False, result.get("id") or "", False, first.get("statusCode", "UNKNOWN_EXCEPTION"), first.get("message", "")
+    code, message = first.get("statusCode", "UNKNOWN_EXCEPTION"), first.get("message", "")
+    return False, result.get("id") or "", False, code, message, ",".join(first.get("fields") or [])
