@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from dms.errors import FatalError, RetriableError
+from dms.errors import FatalError
 
 if TYPE_CHECKING:
     from simple_salesforce import Salesforce
@@ -43,34 +43,26 @@ class Bulk2Client:
         data: bytes | None = None,
         csv: bool = False,
         params: dict[str, str] | None = None,
-    ):
-        import requests
+    ) -> Any:
+        from dms.salesforce.http import call
 
-        headers = dict(self.sf.headers)
+        headers: dict[str, str] = {}
         if data is not None:
             headers["Content-Type"] = "text/csv"
         if csv:
             headers["Accept"] = "text/csv"
-        try:
-            resp = self.sf.session.request(
-                method, url, headers=headers, json=json, data=data, params=params, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise RetriableError(f"Bulk API {method} {url.rsplit('/', 2)[-2:]} failed: {type(exc).__name__}") from None
-        if resp.status_code in (429, 500, 502, 503, 504):
-            raise RetriableError(f"Bulk API answered {resp.status_code}: {resp.text[:300]}")
-        if resp.status_code >= 400:
-            try:
-                detail = resp.json()
-                detail = detail[0] if isinstance(detail, list) and detail else detail
-                code = detail.get("errorCode", resp.status_code)
-                message = detail.get("message", "")
-            except ValueError:
-                code, message = resp.status_code, resp.text[:300]
-            if code == "REQUEST_LIMIT_EXCEEDED":
-                raise RetriableError(f"Salesforce API limit reached: {message}")
-            raise Bulk2Error(f"Bulk API {method} refused: {code}: {message}")
-        return resp
+        return call(
+            self.sf,
+            "Bulk API",
+            method,
+            url,
+            timeout=self.timeout,
+            refused=Bulk2Error,
+            headers=headers,
+            json=json,
+            data=data,
+            params=params,
+        )
 
     def create_job(self, sobject: str, operation: str, external_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"object": sobject, "operation": operation, "contentType": "CSV", "lineEnding": "LF"}

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from dms.errors import FatalError, RetriableError
+from dms.errors import FatalError
 
 if TYPE_CHECKING:
     from simple_salesforce import Salesforce
@@ -63,25 +63,9 @@ class CollectionsClient:
         self.timeout = timeout
 
     def _call(self, method: str, url: str, **kwargs: Any) -> list[dict[str, Any]]:
-        import requests
+        from dms.salesforce.http import call
 
-        try:
-            resp = self.sf.session.request(method, url, headers=dict(self.sf.headers), timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise RetriableError(f"sObject Collections {method} failed: {type(exc).__name__}") from None
-        if resp.status_code in (429, 500, 502, 503, 504):
-            raise RetriableError(f"sObject Collections answered {resp.status_code}: {resp.text[:300]}")
-        if resp.status_code >= 400:
-            try:
-                detail = resp.json()
-                detail = detail[0] if isinstance(detail, list) and detail else detail
-                code, message = detail.get("errorCode", resp.status_code), detail.get("message", "")
-            except ValueError:
-                code, message = resp.status_code, resp.text[:300]
-            if code == "REQUEST_LIMIT_EXCEEDED":
-                raise RetriableError(f"Salesforce API limit reached: {message}")
-            raise FatalError(f"sObject Collections {method} refused: {code}: {message}")
-        return resp.json()
+        return call(self.sf, "sObject Collections", method, url, timeout=self.timeout, **kwargs).json()
 
     def send(
         self, operation: str, sobject: str, external_id: str | None, records: Sequence[dict[str, Any]]

@@ -81,6 +81,25 @@ def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.nulls(0, type=f.type) for f in schema], schema=schema)
 
 
+def take_front(pending: deque[pa.RecordBatch], count: int) -> pa.RecordBatch:
+    """Pop `count` rows off the front of `pending` as one batch.
+
+    Slices, so a long pending batch is never copied over and over (no quadratic cost).
+    """
+    parts: list[pa.RecordBatch] = []
+    need = count
+    while need:
+        head = pending[0]
+        if head.num_rows <= need:
+            parts.append(pending.popleft())
+            need -= head.num_rows
+        else:
+            parts.append(head.slice(0, need))
+            pending[0] = head.slice(need)
+            need = 0
+    return parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+
+
 def rechunk(
     batches: Iterable[pa.RecordBatch],
     chunk_rows: int,
@@ -103,7 +122,7 @@ def rechunk(
         raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
     # Sorted: the hand-out below takes them from the front, in row order.
     bad = sorted(malformed, key=lambda m: m.row)
-    pending: list[pa.RecordBatch] = []
+    pending: deque[pa.RecordBatch] = deque()
     pending_rows = 0
     next_row = first_row
     if schema is not None:
@@ -111,20 +130,9 @@ def rechunk(
     seen_batch = False
 
     def emit(count: int, final: bool) -> SourceChunk:
-        nonlocal pending, pending_rows, next_row
-        parts: list[pa.RecordBatch] = []
-        need = count
-        while need:
-            head = pending[0]
-            if head.num_rows <= need:
-                parts.append(pending.pop(0))
-                need -= head.num_rows
-            else:
-                parts.append(head.slice(0, need))
-                pending[0] = head.slice(need)
-                need = 0
+        nonlocal pending_rows, next_row
+        raw = take_front(pending, count)
         pending_rows -= count
-        raw = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
         # Good rows skip the numbers of malformed rows among them.
         numbers = np.arange(next_row, next_row + count + len(bad), dtype=np.int64)
         if bad:
@@ -214,20 +222,8 @@ class ChunkBuilder:
             self._malformed.clear()
 
     def _cut(self, count: int, final: bool) -> SourceChunk:
-        parts: list[pa.RecordBatch] = []
-        need = count
-        while need:
-            head = self._pending[0]
-            if head.num_rows <= need:
-                parts.append(self._pending.popleft())
-                need -= head.num_rows
-            else:
-                # Slices, so no quadratic copying of a long pending batch.
-                parts.append(head.slice(0, need))
-                self._pending[0] = head.slice(need)
-                need = 0
+        batch = take_front(self._pending, count)
         self._pending_rows -= count
-        batch = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
         last = batch.column(0)[-1].as_py()
         mine: list[MalformedRow] = []
         while self._malformed and (final or self._malformed[0].row < last):

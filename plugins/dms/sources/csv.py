@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from dms.errors import SourceError
-from dms.sources.base import ROW_COLUMN, MalformedRow, SourceChunk, empty_batch, int64_array
+from dms.sources.base import ROW_COLUMN, MalformedRow, SourceChunk, empty_batch, int64_array, take_front
 from dms.sources.text import ENCODING_HINT, SOURCE_KEY, mark, original, transport_encoding
 from dms.spec import CsvSource
 
@@ -309,19 +309,8 @@ class _ChunkReader:
         releases and retakes the GIL here waits for it (one more call per 1 MiB block cost
         about 0.5 s per million rows).
         """
-        parts: list[pa.RecordBatch] = []
-        need = count
-        while need:
-            head = self.pending[0]
-            if head.num_rows <= need:
-                parts.append(self.pending.popleft())
-                need -= head.num_rows
-            else:
-                parts.append(head.slice(0, need))
-                self.pending[0] = head.slice(need)
-                need = 0
+        raw = take_front(self.pending, count)
         self.pending_rows -= count
-        raw = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
         return pa.RecordBatch.from_arrays([int64_array(self._number(count)), *raw.columns], schema=self.schema)
 
     def _chunk(self, batch: pa.RecordBatch, final: bool) -> CsvChunk:
