@@ -3,6 +3,14 @@
 # Keep the tag equal to the apache-airflow pin in requirements.txt (tests/dags/test_compose.py).
 FROM apache/airflow:3.3.2-python3.11
 
+# mysqlclient (the MySQL source) builds from source when its pin differs from the image's
+# own copy: the compiler and the MariaDB client headers, installed as root the image's way.
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential pkg-config libmariadb-dev \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+USER airflow
+
 # The image's recommended way to add dependencies: as the airflow user, into the image's
 # virtualenv, with apache-airflow pinned to the image's own version so pip can never swap it.
 COPY requirements.txt /requirements.txt

@@ -359,15 +359,23 @@ class Audit:
     ) -> list[dict[str, Any]]:
         """Run records (of one DAG, if given), the most recently written first.
 
-        Read with one ``_all_docs`` key range over the ``run:`` ids, like :meth:`get_chunks`,
-        rather than a Mango query: it needs no index and pages without a bookmark. Run records
-        are small and few next to chunk records, so they are sorted here, after reading them all.
+        A Mango query on ``type`` (and ``dag_id``), served by their indexes. Run records are
+        small and few next to chunk records, so they are sorted here, after reading them all.
         """
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
-        runs = [doc for doc in self._docs_with_prefix(run_doc_prefix(dag_id), page_size) if doc.get("type") == "run"]
+        selector: dict[str, Any] = {"type": "run"}
+        if dag_id is not None:
+            selector["dag_id"] = dag_id
+        runs = self.find(selector, page_size=page_size)
         runs.sort(key=lambda doc: (str(doc.get("updated_at") or ""), doc["_id"]), reverse=True)
         return runs if limit is None else runs[:limit]
+
+    def find_chunks(self, dag_id: str, run_id: str, objects: list[str]) -> list[dict[str, Any]]:
+        """The chunk records of a run for these objects (a Mango query served by the run_id index)."""
+        selector = {"type": "chunk", "dag_id": dag_id, "run_id": run_id, "object": {"$in": objects}}
+        docs = self.find(selector)
+        return sorted(docs, key=lambda d: (objects.index(d["object"]), int(d.get("chunk", 0))))
 
     def find(
         self, selector: dict[str, Any], *, fields: list[str] | None = None, page_size: int = 200

@@ -264,3 +264,18 @@ def test_a_file_without_header_takes_its_column_names_from_the_spec(tmp_path: Pa
         {"__row": 2, "id": "C1", "name": "华夏", "city": "北京"},
         {"__row": 3, "id": "C2", "name": "长城", "city": "上海"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [("gbk", ","), ("gbk", "|"), ("gb2312", "\t"), ("big5", ";"), ("cp1252", ",")],
+)
+def test_legacy_encodings_read_with_any_delimiter_whether_decoded_now_or_by_the_transform(
+    tmp_path: Path, encoding: str, delimiter: str
+) -> None:
+    # "|" with GBK cannot be deferred (it can be a GBK trail byte): the reader transcodes it itself.
+    names = {"big5": ["台北", "高雄"], "cp1252": ["Café", "Zürich"]}.get(encoding, ["北京", "上海"])
+    text = f"id{delimiter}city\n1{delimiter}{names[0]}\n2{delimiter}{names[1]}\n"
+    path = _write(tmp_path, text, encoding=encoding)
+    rows = _rows(_read(path, encoding=encoding, delimiter=delimiter))
+    assert [r["city"] for r in rows] == names and [r["__row"] for r in rows] == [2, 3]

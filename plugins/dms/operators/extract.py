@@ -159,12 +159,11 @@ class ExtractOperator(DmsOperator):
         if audit.get_run(dag_id, run_id) is None:
             raise FatalError(f"retry_failed_from: no run {run_id!r} of {dag_id} in the audit store")
         rows: set[int] = set()
-        for name in (self.obj.name, f"{self.obj.name}.relink"):
-            for doc in audit.get_chunks(dag_id, run_id, name):
-                for attachment in ("rejects.csv.gz", "failures.csv.gz"):
-                    if attachment in (doc.get("_attachments") or {}):
-                        data = audit.get_attachment(doc["_id"], attachment)
-                        rows.update(int(r["row"]) for r in read_attachment(data))
+        for doc in audit.find_chunks(dag_id, run_id, [self.obj.name, f"{self.obj.name}.relink"]):
+            for attachment in ("rejects.csv.gz", "failures.csv.gz"):
+                if attachment in (doc.get("_attachments") or {}):
+                    data = audit.get_attachment(doc["_id"], attachment)
+                    rows.update(int(r["row"]) for r in read_attachment(data))
         self.log.info("retry_failed_from %s: %s rows of %s to retry", run_id, len(rows), self.obj.name)
         return rows
 

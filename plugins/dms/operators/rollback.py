@@ -42,7 +42,7 @@ class RollbackOperator(LoadOperator):
             raise FatalError(f"rollback: no run {run_id!r} of {target_dag} in the audit store")
         created: list[str] = []
         before: list[dict[str, str]] = []
-        for doc in audit.get_chunks(target_dag, run_id, obj.name):
+        for doc in audit.find_chunks(target_dag, run_id, [obj.name]):
             names = doc.get("_attachments") or {}
             if "successes.csv.gz" in names:
                 rows = read_attachment(audit.get_attachment(doc["_id"], "successes.csv.gz"))
