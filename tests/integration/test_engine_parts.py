@@ -121,8 +121,9 @@ def _stage_ready_chunk(tmp_path: Path, dms_connections, run_id: str) -> tuple[An
 
     spec_file = tmp_path / "insert_contacts.yaml"
     spec_file.write_text(INSERT_SPEC)
+    # Waiting in this process (not deferred to a trigger) keeps these tests about the ledger alone.
     operator = LoadOperator(
-        task_id="load", spec_file=str(spec_file), object_name="contacts", chunk={}, poll_seconds=0.2
+        task_id="load", spec_file=str(spec_file), object_name="contacts", chunk={}, poll_seconds=0.2, deferrable=False
     )
     stage = operator.stage()
     ready = pa.table({"__row": [2, 3, 4], "LastName": ["Li", "Wang", "Zhang"], "Email": ["a@x.cn", "b@x.cn", "bad"]})

@@ -42,7 +42,9 @@ def _operator(tmp_path: Path, name: str, threshold: int, operation: str = "upser
     spec_file = tmp_path / f"{name}.yaml"
     external_id = "external_id: Legacy_Id__c" if operation == "upsert" else ""
     spec_file.write_text(SPEC.format(threshold=threshold, operation=operation, external_id=external_id, fields=fields))
-    return LoadOperator(task_id="load", spec_file=str(spec_file), object_name="accounts", chunk={}, poll_seconds=0.1)
+    return LoadOperator(
+        task_id="load", spec_file=str(spec_file), object_name="accounts", chunk={}, poll_seconds=0.1, deferrable=False
+    )
 
 
 def _load(operator: Any, run_id: str, ready: dict[str, list[Any]], describe: dict | None = None) -> dict[str, Any]:
@@ -162,3 +164,60 @@ def test_insert_sent_without_an_answer_fails_those_rows_instead_of_duplicating(
     failures = stage.get_table(ChunkKey("dms_api_choice", "coll-killed", "accounts", 0), "failures").to_pylist()
     assert {f["code"] for f in failures} == {"UNKNOWN_OUTCOME"}
     assert len(emulator.admin("/__emulator/export/Account")["records"]) == 200
+
+
+def test_a_bulk_load_defers_to_the_trigger_and_resumes_with_the_results(
+    tmp_path: Path, dms_connections, emulator: EmulatorProcess
+) -> None:
+    """No worker slot waits for Salesforce: the task hands the job to the trigger and returns."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from dms.triggers.bulk2 import Bulk2JobTrigger
+
+    operator = _operator(tmp_path, "deferred", 0)
+    operator.deferrable = True
+    ready = {
+        "__row": [2, 3],
+        "Legacy_Id__c": ["T1", "T2"],
+        "Name": ["甲", "乙"],
+        "Active__c": ["true", ""],
+        "AnnualRevenue": ["", ""],
+        "NumberOfEmployees": ["", ""],
+        "Customer_Since__c": ["", ""],
+    }
+    with pytest.raises(TaskDeferred) as deferred:
+        _load(operator, "deferred-1", ready, _describe(emulator))
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, Bulk2JobTrigger) and deferred.value.method_name == "execute_complete"
+    # The trigger survives serialization, as the triggerer rebuilds it from the database.
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "dms.triggers.bulk2.Bulk2JobTrigger"
+    rebuilt = Bulk2JobTrigger(**kwargs)
+
+    async def first_event() -> dict[str, Any]:
+        async for event in rebuilt.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "done" and event["state"] == "JobComplete"
+    context = {"ti": SimpleNamespace(dag_id="dms_api_choice", run_id="deferred-1"), "params": {}}
+    out = operator.execute_complete(context, event, **deferred.value.kwargs)
+    assert (out["loaded"], out["failed"], out["deferred"], out["job_id"]) == (2, 0, True, event["job_id"])
+    assert set(_accounts(emulator)) == {"T1", "T2"}
+
+
+def test_the_trigger_reports_a_job_it_cannot_find(dms_connections, emulator: EmulatorProcess) -> None:
+    import asyncio
+
+    from dms.triggers.bulk2 import Bulk2JobTrigger
+
+    async def first_event() -> dict[str, Any]:
+        async for event in Bulk2JobTrigger("7505g0000000000AAA", "salesforce_default", 0.1).run():
+            return event.payload
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "error" and "7505g0000000000AAA" in event["job_id"]

@@ -97,17 +97,25 @@ class LoadOperator(DmsOperator):
     # Staged result kinds, and the key set of this object's loaded external ids.
     kind = ""
 
-    def __init__(self, *, chunk: dict[str, Any], poll_seconds: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, chunk: dict[str, Any], poll_seconds: float = 1.0, deferrable: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.chunk = chunk
         self.poll_seconds = poll_seconds
+        # Bulk jobs are waited for in the triggerer (dms.triggers.bulk2), not in a worker slot.
+        self.deferrable = deferrable
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _prepared(self, context: Context) -> tuple[Any, Any, Any, Any, list[str], dict[str, Any]]:
+        """The chunk's key, stage, Salesforce session, the rows to load and their columns, the XCom so far.
+
+        Run again when the task resumes from the trigger: the missing-parent and duplicate
+        verdict is staged, so the rows are exactly those of the upload.
+        """
         obj = self.obj
         key = self.chunk_key(context, int(self.chunk["chunk"]))
         out: dict[str, Any] = {**self.chunk, "loaded": 0, "failed": 0, "created": 0, "load_rejected": 0}
         out["job_id"] = None
-        started = time.time()
         stage = self.stage()
         frame = stage.get_table(key, "ready").to_pandas()
         deferred = self.spec.load_plan()[1][obj.name]
@@ -115,6 +123,13 @@ class LoadOperator(DmsOperator):
         sf = self.salesforce()
         frame, rejects = self.check_parents(stage, sf, context, key, frame, [c for c in columns if "." in c])
         out["load_rejected"] = len(rejects)
+        return key, stage, sf, frame, columns, out
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        obj = self.obj
+        started = time.time()
+        key, stage, sf, frame, columns, out = self._prepared(context)
+        deferred = self.spec.load_plan()[1][obj.name]
         if self.param(context, "dry_run", False):
             return self._audited(key, self._preview(stage, sf, context, frame, out), [], started, "none")
         if frame.empty:
@@ -127,9 +142,30 @@ class LoadOperator(DmsOperator):
             types = {name: info.get("type", "string") for name, info in describe.items()}
             result = run_collections(self, stage, key, sf, obj.operation, frame, columns, types)
         else:
-            result = run_bulk_job(
-                self, stage, key, sf, obj.sobject, obj.operation, obj.external_id, frame, columns, self.poll_seconds
-            )
+            job_id = start_bulk_job(self, stage, key, sf, obj.sobject, obj.operation, obj.external_id, frame, columns)
+            if self.deferrable:
+                from dms.triggers.bulk2 import Bulk2JobTrigger
+
+                self.defer(
+                    trigger=Bulk2JobTrigger(job_id, self.spec.connections.salesforce, self.poll_seconds),
+                    method_name="execute_complete",
+                    kwargs={"started": started},
+                )
+            result = finish_bulk_job(self, stage, key, sf, job_id, frame, columns, self.poll_seconds)
+        return self._finish(context, stage, key, frame, result, out, started)
+
+    def execute_complete(self, context: Context, event: dict[str, Any], started: float | None = None) -> dict:
+        """Resume after the trigger saw the Bulk job end: fetch its results."""
+        if event.get("status") != "done":
+            raise FatalError(f"Bulk API job {event.get('job_id')}: {event.get('message', 'the trigger failed')}")
+        key, stage, sf, frame, columns, out = self._prepared(context)
+        result = finish_bulk_job(self, stage, key, sf, event["job_id"], frame, columns, self.poll_seconds)
+        result.deferred = True
+        return self._finish(context, stage, key, frame, result, out, started or time.time())
+
+    def _finish(
+        self, context: Context, stage: Any, key: Any, frame: Any, result: JobResult, out: dict[str, Any], started: float
+    ) -> dict[str, Any]:
         self.stage_results(stage, key, frame, result)
         self.register_keys(stage, context, frame, result.loaded)
         out.update(result.counts())
@@ -469,6 +505,7 @@ class JobResult:
     loaded: list[dict[str, Any]]
     failures: list[dict[str, Any]]
     api: str
+    deferred: bool = False  # the job was waited for in the triggerer
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -477,6 +514,7 @@ class JobResult:
             "created": sum(1 for r in self.loaded if r["created"]),
             "job_id": self.job_id,
             "job_state": self.state,
+            "deferred": self.deferred,
         }
 
 
@@ -492,17 +530,36 @@ def run_bulk_job(
     columns: list[str],
     poll_seconds: float,
 ) -> JobResult:
-    """One Bulk API 2.0 job for `frame[columns]`, resumable from the chunk's ledger, with every row's result.
+    """One Bulk API 2.0 job for `frame[columns]`, waited for in this task, with every row's result."""
+    job_id = start_bulk_job(op, stage, key, sf, sobject, operation, external_id, frame, columns)
+    return finish_bulk_job(op, stage, key, sf, job_id, frame, columns, poll_seconds)
+
+
+def _ledger_key(op: LoadOperator, key: Any) -> ChunkKey:
+    return ChunkKey(key.dag_id, key.run_id, key.object_name + (f"~{op.kind}" if op.kind else ""), key.chunk)
+
+
+def start_bulk_job(
+    op: LoadOperator,
+    stage: Any,
+    key: Any,
+    sf: Any,
+    sobject: str,
+    operation: str,
+    external_id: str | None,
+    frame: Any,
+    columns: list[str],
+) -> str:
+    """Create and fill the chunk's Bulk API 2.0 job, or find the one a previous try started; its id.
 
     The ledger knows the job before any row leaves: a task killed during the upload finds
     the job on retry and aborts it (an Open job has processed nothing); one killed later
-    resumes the job instead of uploading again. Success and failure tables are staged.
+    resumes the job instead of uploading again.
     """
-
     from dms.salesforce.bulk2 import Bulk2Client
 
     client = Bulk2Client(sf)
-    ledger_key = ChunkKey(key.dag_id, key.run_id, key.object_name + (f"~{op.kind}" if op.kind else ""), key.chunk)
+    ledger_key = _ledger_key(op, key)
     job = op._resume(client, stage.ledger(ledger_key))
     if job is None:
         job = client.create_job(sobject, operation, external_id)
@@ -510,7 +567,19 @@ def run_bulk_job(
         client.upload(job["id"], to_bulk_csv(frame, columns))
         client.set_state(job["id"], "UploadComplete")
         stage.record(ledger_key, state="UploadComplete")
-    job = client.wait(job["id"], poll_seconds)
+    return job["id"]
+
+
+def finish_bulk_job(
+    op: LoadOperator, stage: Any, key: Any, sf: Any, job_id: str, frame: Any, columns: list[str], poll_seconds: float
+) -> JobResult:
+    """Wait for the job (at once, when the trigger already saw it end) and pair its results with the rows."""
+    from dms.salesforce.bulk2 import Bulk2Client
+
+    client = Bulk2Client(sf)
+    ledger_key = _ledger_key(op, key)
+    job = client.wait(job_id, poll_seconds)
+    operation = job.get("operation", "")
     stage.record(ledger_key, state=job["state"])
     loaded, failures = match_results(
         frame,
