@@ -27,6 +27,7 @@ from dms.sources.salesforce import iter_salesforce_chunks, soql_datetime, soql_w
 from dms.sources.sql import build_statement, iter_sql_chunks, quote_identifier, value_text
 from dms.spec import SalesforceSource, SqlSource
 from scripts.services import EmulatorProcess, PostgresServer
+from tests.integration.sql_window import check_window_is_start_inclusive_end_exclusive
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_CONN_ID = "dms_test_pg"
@@ -196,20 +197,7 @@ def test_schema_qualified_mixed_case_and_chinese_table_names(pg_conn: str) -> No
 
 def test_incremental_window_reads_exactly_start_inclusive_end_exclusive(pg_conn: str) -> None:
     source = SqlSource(kind="sql", conn_id=pg_conn, table="crm.accounts", change_column="updated_at")
-    # Airflow's bounds are pendulum DateTimes, here in another zone than the data's.
-    start = pendulum.instance(BASE + dt.timedelta(hours=5)).in_timezone("America/New_York")
-    end = pendulum.instance(BASE + dt.timedelta(hours=10)).in_timezone("UTC")
-    chunks = _chunks(source, 2, start, end)
-    assert [c.rows for c in chunks] == [2, 2, 1]
-    rows = _rows(chunks)
-    assert [r["id"] for r in rows] == ["5", "6", "7", "8", "9"]  # row 5 at start, not row 10 at end
-    assert [r[ROW_COLUMN] for r in rows] == [1, 2, 3, 4, 5]
-    again = _chunks(source, 2, start, end)
-    assert [c.batch for c in again] == [c.batch for c in chunks]
-    # A window with nothing in it reads nothing; the row without updated_at is in no window.
-    assert _chunks(source, 2, BASE + dt.timedelta(days=30), BASE + dt.timedelta(days=31)) == []
-    every = _rows(_chunks(source, 100, BASE - dt.timedelta(days=1), BASE + dt.timedelta(days=2)))
-    assert [r["id"] for r in every] == [str(i) for i in range(1, ROWS)]
+    check_window_is_start_inclusive_end_exclusive(source, _chunks, _rows, BASE, ROWS)
 
 
 def test_change_column_without_interval_reads_everything_in_its_order(pg_conn: str) -> None:

@@ -30,6 +30,7 @@ from dms.sources.base import ROW_COLUMN, SourceChunk
 from dms.sources.sql import build_statement, iter_sql_chunks, value_text
 from dms.spec import SqlSource
 from scripts.services import MariaDBServer, ensure_mariadb
+from tests.integration.sql_window import check_window_is_start_inclusive_end_exclusive
 
 CONN_ID = "dms_test_mysql"
 PASSWORD = "Pw-4b1d2a-never-shown"
@@ -323,20 +324,7 @@ def test_database_qualified_chinese_and_backtick_table_names(my_conn: str, my_da
 
 def test_incremental_window_on_a_timestamp_reads_start_inclusive_end_exclusive(my_conn: str) -> None:
     source = SqlSource(kind="sql", conn_id=my_conn, table="accounts", change_column="updated_at")
-    # Airflow's bounds are pendulum DateTimes, here in other zones than the data's (+08:00).
-    start = pendulum.instance(BASE + dt.timedelta(hours=5)).in_timezone("America/New_York")
-    end = pendulum.instance(BASE + dt.timedelta(hours=10)).in_timezone("UTC")
-    chunks = _chunks(source, 2, start, end)
-    assert [c.rows for c in chunks] == [2, 2, 1]
-    rows = _rows(chunks)
-    assert [r["id"] for r in rows] == ["5", "6", "7", "8", "9"]  # row 5 at start, not row 10 at end
-    assert [r[ROW_COLUMN] for r in rows] == [1, 2, 3, 4, 5]
-    again = _chunks(source, 2, start, end)
-    assert [c.batch for c in again] == [c.batch for c in chunks]
-    # A window with nothing in it reads nothing; the row without updated_at is in no window.
-    assert _chunks(source, 2, BASE + dt.timedelta(days=30), BASE + dt.timedelta(days=31)) == []
-    every = _rows(_chunks(source, 100, BASE - dt.timedelta(days=1), BASE + dt.timedelta(days=2)))
-    assert [r["id"] for r in every] == [str(i) for i in range(1, ROWS)]
+    check_window_is_start_inclusive_end_exclusive(source, _chunks, _rows, BASE, ROWS)
 
 
 def test_incremental_window_on_a_datetime_compares_utc_wall_time(my_conn: str) -> None:
