@@ -56,6 +56,17 @@ def as_env(path: Path = SETTINGS) -> dict[str, str]:
     return env
 
 
+def apply_pools(path: Path = SETTINGS, airflow: str = "airflow", env: dict[str, str] | None = None) -> None:
+    """Create or resize the file's pools (a task in a pool that does not exist is never scheduled)."""
+    for pool in load(path)["pools"]:
+        subprocess.run(
+            [airflow, "pools", "set", pool["pool_name"], str(pool["pool_slot"]), pool.get("pool_description") or ""],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+
 def apply(path: Path = SETTINGS, airflow: str = "airflow", *, connections: bool = True) -> None:
     """Write the settings into the metadata DB through the airflow CLI.
 
@@ -78,11 +89,7 @@ def apply(path: Path = SETTINGS, airflow: str = "airflow", *, connections: bool 
                     f"AIRFLOW_CONN_{conn['conn_id'].upper()} in the environment; tasks that use it will fail",
                     file=sys.stderr,
                 )
-    for pool in settings["pools"]:
-        subprocess.run(
-            [airflow, "pools", "set", pool["pool_name"], str(pool["pool_slot"]), pool.get("pool_description") or ""],
-            check=True,
-        )
+    apply_pools(path, airflow)
     for var in settings["variables"]:
         subprocess.run([airflow, "variables", "set", var["variable_name"], str(var["variable_value"])], check=True)
 

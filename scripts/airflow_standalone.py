@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from scripts import airflow_settings
 from scripts.stack import RUN, local_stack, say
 
 PASSWORDS = "simple_auth_manager_passwords.json.generated"
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
         if args.results_dir is not None:
             env["DMS_RESULTS_DIR"] = str(args.results_dir.resolve())
+        # The DMS loads run in pools (airflow_settings.yaml); the scheduler never starts a task
+        # whose pool does not exist, so they are created before Airflow starts.
+        say("creating the metadata DB and the pools of airflow_settings.yaml")
+        subprocess.run([stack.airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+        airflow_settings.apply_pools(airflow=stack.airflow, env=env)
         process = subprocess.Popen([stack.airflow, "standalone"], env=env)
         try:
             password_file = Path(home) / PASSWORDS

@@ -106,9 +106,11 @@ def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
                     transform = TransformOperator.partial(task_id="transform", object_name=obj.name, **common).expand(
                         chunk=extract.output
                     )
-                    load = LoadOperator.partial(task_id="load", object_name=obj.name, **common).expand(
-                        chunk=transform.output
-                    )
+                    # Every task that writes to the org takes a slot of its pool: Salesforce caps the
+                    # Bulk jobs an org runs at once, and Celery would otherwise start as many as it has slots.
+                    load = LoadOperator.partial(
+                        task_id="load", object_name=obj.name, pool=spec.connections.pool, **common
+                    ).expand(chunk=transform.output)
                 extracts[name], transforms[name], loads[name] = extract.output, transform.output, load.output
                 load_tasks[name] = load
                 # A child's load waits for its parents' loads only: extracts and transforms of
@@ -121,9 +123,9 @@ def build_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
                     continue
                 obj = spec.object(name)
                 with TaskGroup(group_id=f"{obj.name}_relink", tooltip=f"{obj.sobject}: set deferred lookups"):
-                    relink = RelinkOperator.partial(task_id="relink", object_name=name, **common).expand(
-                        chunk=transforms[name]
-                    )
+                    relink = RelinkOperator.partial(
+                        task_id="relink", object_name=name, pool=spec.connections.pool, **common
+                    ).expand(chunk=transforms[name])
                 for member in group:
                     load_tasks[member] >> relink
                 relinks[name] = relink.output
@@ -171,7 +173,9 @@ def build_rollback_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
         # Children first: a parent is only deleted once nothing of this run points at it.
         for group in reversed(groups):
             for name in group:
-                task = RollbackOperator(task_id=f"rollback_{name}", object_name=name, spec_file=str(spec_file))
+                task = RollbackOperator(
+                    task_id=f"rollback_{name}", object_name=name, spec_file=str(spec_file), pool=spec.connections.pool
+                )
                 if previous is not None:
                     previous >> task
                 previous = task

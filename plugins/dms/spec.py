@@ -347,6 +347,15 @@ class Connections(_Model):
     salesforce: str = "salesforce_default"
     staging: str = "dms_staging"
     audit: str = "cloudant_default"
+    salesforce_pool: str | None = Field(
+        default=None,
+        description="the Airflow pool that caps this org's concurrent loads (Salesforce limits concurrent "
+        "Bulk jobs); default dms_<salesforce connection id>, defined in airflow_settings.yaml",
+    )
+
+    @property
+    def pool(self) -> str:
+        return self.salesforce_pool or f"dms_{self.salesforce}"
 
 
 class MigrationSpec(_Model):

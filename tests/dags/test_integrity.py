@@ -80,3 +80,26 @@ def test_dag_file_parses_without_connections_or_pandas() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "heavy="
+
+
+@pytest.mark.parametrize("spec_file", SPECS, ids=[p.stem for p in SPECS])
+def test_rollback_dag_and_pools_of_every_spec(dagbag, spec_file: Path) -> None:
+    """Each spec also has its rollback DAG; every task that writes to Salesforce runs in a pool
+    that airflow_settings.yaml defines (a task in a missing pool is never scheduled)."""
+    import yaml
+
+    from dms.spec import load_spec
+
+    spec = load_spec(spec_file)
+    settings = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())["airflow"]
+    pools = {p["pool_name"] for p in settings["pools"]}
+    rollback = dagbag.dags.get(f"{spec.dag_id}_rollback")
+    assert rollback is not None and "rollback" in rollback.tags
+    assert rollback.params.get_param("run_id").schema.get("title")
+    writers = [t for t in dagbag.dags[spec.dag_id].tasks if t.task_id.endswith((".load", ".relink"))]
+    writers += list(rollback.tasks)
+    assert writers
+    assert {t.pool for t in writers} == {f"dms_{spec.connections.salesforce}"}
+    assert {t.pool for t in writers} <= pools
+    # The other tasks do not hold Salesforce slots.
+    assert {t.pool for t in dagbag.dags[spec.dag_id].tasks if t not in writers} == {"default_pool"}
