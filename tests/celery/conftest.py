@@ -80,6 +80,7 @@ class CeleryAirflow:
     logs: dict[str, Path]
     processes: dict[str, subprocess.Popen[bytes]]
     broker_url: str
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # what the components run with (for the CLI)
     _token: str | None = field(default=None, repr=False)
 
     def token(self) -> str:
@@ -240,6 +241,16 @@ def celery_airflow(
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "DMS_SPEC_PATH": str(_spec_dir(workdir)),
+            # The SQL sample's database (scripts.sample_db loads it when a test needs it).
+            "AIRFLOW_CONN_LEGACY_ERP": json.dumps(
+                {
+                    "conn_type": "postgres",
+                    "host": postgres_server.host,
+                    "port": postgres_server.port,
+                    "schema": "dms_legacy_erp",
+                    "login": "postgres",
+                }
+            ),
         }
 
         def start(name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -285,7 +296,7 @@ def celery_airflow(
                         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "dms_celery_hostname.worker_hostname",
                     },
                 )
-            stack = CeleryAirflow(f"http://127.0.0.1:{port}", password, logs, processes, broker_url)
+            stack = CeleryAirflow(f"http://127.0.0.1:{port}", password, logs, processes, broker_url, env)
             _wait_until_ready(stack)
             _create_pools(stack)
             yield stack
