@@ -380,3 +380,82 @@ def ensure_mariadb(*, private: bool = False) -> MariaDBServer:
     text = log.read_text(errors="replace")[-2000:]
     server.stop()
     raise RuntimeError(f"the private MariaDB did not start (exit code {process.poll()}): {text}")
+
+
+@dataclass
+class RabbitMQServer:
+    """A reachable RabbitMQ (guest/guest): the machine's own on :5672, or a private node."""
+
+    url: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    base_dir: Path | None = None
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def ensure_rabbitmq(*, private: bool = False) -> RabbitMQServer:
+    """Use the RabbitMQ on 127.0.0.1:5672 if it answers, else start a private node (and its own epmd).
+
+    The private node keeps everything in a temporary directory and talks to an epmd of its own
+    on a free port, started here and stopped with it, so nothing outlives the tests.
+    """
+    if not private and _reachable("127.0.0.1", 5672):
+        return RabbitMQServer("amqp://guest:guest@127.0.0.1:5672//")
+    server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+    epmd = shutil.which("epmd") or next(iter(sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))), None)
+    if not Path(server).exists() or epmd is None:
+        raise RuntimeError("RabbitMQ is not running on :5672 and rabbitmq-server is not installed")
+    base = Path(tempfile.mkdtemp(prefix="dms-rabbitmq-"))
+    port, epmd_port, dist_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "HOME": str(base),  # the Erlang cookie is written here
+        "ERL_EPMD_PORT": str(epmd_port),
+        "RABBITMQ_NODENAME": f"dms{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+        "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
+        "RABBITMQ_FEATURE_FLAGS_FILE": str(base / "feature_flags"),
+        "RABBITMQ_PLUGINS_EXPAND_DIR": str(base / "plugins-expand"),
+    }
+    for sub in ("mnesia", "log", "plugins-expand"):
+        (base / sub).mkdir()
+    (base / "enabled_plugins").write_text("[].\n")
+    (base / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+    if os.geteuid() == 0:
+        # Debian's rabbitmq-server script runs the node as the rabbitmq user when started as root.
+        base.chmod(0o755)
+        for path in [base, *base.rglob("*")]:
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+    log = open(base / "server.log", "ab")  # noqa: SIM115 - the processes keep writing to it
+    processes = [
+        subprocess.Popen(
+            [str(epmd), "-port", str(epmd_port)], env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
+        )
+    ]
+    processes.append(subprocess.Popen([server], env=env, cwd=base, stdout=log, stderr=log, preexec_fn=die_with_parent))
+    rabbit = RabbitMQServer(f"amqp://guest:guest@127.0.0.1:{port}//", processes, base)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if _reachable("127.0.0.1", port):
+            return rabbit
+        if processes[-1].poll() is not None:
+            break
+        time.sleep(0.5)
+    rabbit.stop()
+    raise RuntimeError(f"could not start rabbitmq-server: see {base / 'server.log'}")

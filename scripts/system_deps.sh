@@ -14,6 +14,11 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 # given both paths, so it never downloads a browser of its own.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# RabbitMQ (the Celery tests' second broker): only when none answers on :5672.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && ! command -v rabbitmq-server >/dev/null 2>&1 \
+   && [ ! -x /usr/sbin/rabbitmq-server ]; then
+  missing+=(rabbitmq-server)
+fi
 # PostgreSQL (the SQL source's tests and sample): only when none answers on :5432.
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null \
    && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

@@ -28,7 +28,14 @@ import requests
 
 from scripts import airflow_settings
 from scripts.processes import describe, processes_with, stop_families
-from scripts.services import PostgresServer, RedisServer, die_with_parent, free_port
+from scripts.services import (
+    PostgresServer,
+    RabbitMQServer,
+    RedisServer,
+    die_with_parent,
+    ensure_rabbitmq,
+    free_port,
+)
 from tests.conftest import ROOT
 from tests.integration import conftest as integration
 from tests.integration.conftest import TEST_STAGING_DB
@@ -176,8 +183,17 @@ def _flush_broker(redis_server: RedisServer) -> None:
     redis.Redis(host=redis_server.host, port=redis_server.port, db=BROKER_DB).flushdb()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQServer]:
+    """The RabbitMQ on :5672, or a private node started (and removed) for this session."""
+    server = ensure_rabbitmq()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def celery_airflow(
+    request: pytest.FixtureRequest,
     postgres_server: PostgresServer,
     redis_server: RedisServer,
     dms_connections: dict[str, str],
@@ -198,7 +214,13 @@ def celery_airflow(
     (home / "passwords.json").write_text(json.dumps({ADMIN: password}))
     marker_value = uuid.uuid4().hex
     port = free_port()
-    broker_url = f"redis://{redis_server.host}:{redis_server.port}/{BROKER_DB}"
+    redis_url = f"redis://{redis_server.host}:{redis_server.port}/{BROKER_DB}"
+    # Redis as the broker (the compose stack's choice); or, as the seed's system ran it,
+    # RabbitMQ as the broker with Redis keeping the task results.
+    if getattr(request, "param", "redis") == "rabbitmq":
+        broker_url, result_backend = request.getfixturevalue("rabbitmq_server").url, redis_url
+    else:
+        broker_url, result_backend = redis_url, None
     _flush_broker(redis_server)
     airflow = str(Path(sys.executable).with_name("airflow"))
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -218,7 +240,7 @@ def celery_airflow(
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{db}",
             "AIRFLOW__CELERY__BROKER_URL": broker_url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{db}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": result_backend or f"db+postgresql://{db}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

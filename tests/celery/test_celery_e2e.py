@@ -15,6 +15,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from scripts.services import EmulatorProcess
 from tests.celery.conftest import DAG_ID, WORKERS, CeleryAirflow
 
@@ -57,6 +59,7 @@ def _task_log(stack: CeleryAirflow, run_id: str, task_id: str, map_index: int) -
     return json.dumps(response.json()["content"], ensure_ascii=False)
 
 
+@pytest.mark.parametrize("celery_airflow", ["redis", "rabbitmq"], indirect=True)
 def test_chunks_spread_over_two_celery_workers_and_bulk_jobs_wait_in_the_triggerer(
     celery_airflow: CeleryAirflow, emulator: EmulatorProcess
 ) -> None:
