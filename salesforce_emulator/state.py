@@ -40,6 +40,8 @@ class Faults:
     lock_row_rate: float = 0.0
     # The next N bulk ingest jobs end in state Failed.
     fail_next_bulk_jobs: int = 0
+    # Re-seeds the random draws of the rate faults, so that a test sees the same faults every run.
+    seed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +86,8 @@ class Emulator:
                 raise KeyError(key)
             setattr(self.faults, key, value)
         self.store.lock_row_rate = self.faults.lock_row_rate
+        if changes.get("seed") is not None:
+            self.store.rng.seed(int(changes["seed"]))
 
 
 def sf_error(status: int, error_code: str, message: str, fields: list[str] | None = None) -> JSONResponse:

@@ -375,6 +375,12 @@ class MigrationSpec(_Model):
         description="updates and upserts first read the current values of the fields they write, so that a "
         "rollback can restore them (one query per 200 rows; turn off for initial loads into an empty org)",
     )
+    lock_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="times the rows that fail with UNABLE_TO_LOCK_ROW are sent again (only those rows)",
+    )
     bulk_threshold: int = Field(
         default=2000,
         ge=0,

@@ -18,6 +18,8 @@ from dms.operators.base import DmsOperator
 from dms.staging import ChunkKey
 
 REJECT_COLUMNS = ["row", "key", "field", "reason", "code"]
+# Pause before re-sending rows that failed with UNABLE_TO_LOCK_ROW, times the attempt number.
+LOCK_PAUSE_SECONDS = 0.5
 
 ROW = "__row"
 
@@ -166,10 +168,55 @@ class LoadOperator(DmsOperator):
     def _finish(
         self, context: Context, stage: Any, key: Any, frame: Any, result: JobResult, out: dict[str, Any], started: float
     ) -> dict[str, Any]:
+        result = self._retry_locked_rows(stage, key, frame, result)
         self.stage_results(stage, key, frame, result)
         self.register_keys(stage, context, frame, result.loaded)
         out.update(result.counts())
         return self._audited(key, out, result.failures, started, result.api)
+
+    def _retry_locked_rows(self, stage: Any, key: Any, frame: Any, result: JobResult) -> JobResult:
+        """Send again only the rows that failed with UNABLE_TO_LOCK_ROW, a few times, with a pause.
+
+        Salesforce fails a row when another transaction holds its record or its parent; the
+        other rows of the job are done and stay done. The retried rows are ordered by their
+        parent lookups, so the rows of one parent travel together instead of contending for
+        it from several batches. Each attempt has its own ledger (`<object>~lock<n>`), so a
+        retried task neither repeats an attempt that completed nor loses one that did not.
+        """
+        obj = self.obj
+        attempt = 0
+        while attempt < self.spec.lock_retries:
+            locked = {f["row"] for f in result.failures if f["code"] == "UNABLE_TO_LOCK_ROW"}
+            if not locked:
+                break
+            attempt += 1
+            time.sleep(min(LOCK_PAUSE_SECONDS * attempt, 10.0))
+            columns = [c for c in frame.columns if c != ROW and c not in self.spec.load_plan()[1][obj.name]]
+            parents = [c for c in columns if "." in c]
+            subset = frame[frame[ROW].astype(int).isin(locked)].sort_values([*parents, ROW], kind="stable")
+            subset = subset.reset_index(drop=True)
+            retry_key = ChunkKey(key.dag_id, key.run_id, f"{key.object_name}~lock{attempt}", key.chunk)
+            sf = self.salesforce()
+            if len(subset) < self.spec.bulk_threshold and obj.operation != "hardDelete":
+                describe = stage.get_json(f"{key.dag_id}:{key.run_id}:{obj.name}:describe") or {}
+                types = {name: info.get("type", "string") for name, info in describe.items()}
+                again = run_collections(self, stage, retry_key, sf, obj.operation, subset, columns, types)
+            else:
+                again = run_bulk_job(
+                    self, stage, retry_key, sf, obj.sobject, obj.operation, obj.external_id, subset, columns, 1.0
+                )
+            self.log.info(
+                "chunk %s of %s: lock retry %s: %s rows again, %s loaded",
+                key.chunk,
+                obj.name,
+                attempt,
+                len(subset),
+                len(again.loaded),
+            )
+            result.loaded += again.loaded
+            result.failures = [f for f in result.failures if f["row"] not in locked] + again.failures
+        result.lock_retries = attempt
+        return result
 
     def capture_before_images(self, stage: Any, sf: Any, key: Any, frame: Any, columns: list[str]) -> None:
         """The current values of the fields this chunk writes, for its records that already exist.
@@ -506,6 +553,7 @@ class JobResult:
     failures: list[dict[str, Any]]
     api: str
     deferred: bool = False  # the job was waited for in the triggerer
+    lock_retries: int = 0  # attempts that re-sent rows failing with UNABLE_TO_LOCK_ROW
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -515,6 +563,7 @@ class JobResult:
             "job_id": self.job_id,
             "job_state": self.state,
             "deferred": self.deferred,
+            "lock_retries": self.lock_retries,
         }
 
 
