@@ -8,67 +8,17 @@ passwords) and ``--results-dir`` for the reject and error CSVs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from scripts import airflow_settings
+from scripts.processes import stop_families
 from scripts.stack import RUN, local_stack, say
 
 PASSWORDS = "simple_auth_manager_passwords.json.generated"
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split() if p.isdigit()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
-def _stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Stop `airflow standalone` and everything it started, by PID: nothing may outlive it.
-
-    It leaves its executor's workers behind on a plain SIGTERM to itself, so each direct child
-    gets SIGTERM first (measured, see FACTS.md). A busy scheduler can take longer than the
-    grace period to finish; whatever of the family is still there then is killed.
-    """
-    family: list[int] = []
-    todo = [process.pid]
-    while todo:
-        kids = _children(todo.pop())
-        family += kids
-        todo += kids
-    for pid in _children(process.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    deadline = time.monotonic() + grace
-    while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in family:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
         finally:
-            _stop(process)
+            # `airflow standalone` leaves its executor's workers behind on a plain SIGTERM to itself
+            # (FACTS.md): its whole family is signalled by PID, and killed after the grace period.
+            stop_families([process], grace=30.0)
 
 
 if __name__ == "__main__":
