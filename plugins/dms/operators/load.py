@@ -138,11 +138,8 @@ class LoadOperator(DmsOperator):
             return self._audited(key, out, [], started)
         if obj.operation in ("update", "upsert") and self.spec.before_images:
             self.capture_before_images(stage, sf, key, frame, [*columns, *sorted(deferred)])
-        if len(frame) < self.spec.bulk_threshold and obj.operation != "hardDelete":
-            # A small chunk is done sooner in a few REST calls than as a Bulk job.
-            describe = stage.get_json(f"{key.dag_id}:{key.run_id}:{obj.name}:describe") or {}
-            types = {name: info.get("type", "string") for name, info in describe.items()}
-            result = run_collections(self, stage, key, sf, obj.operation, frame, columns, types)
+        if self._small(frame):
+            result = self._via_collections(stage, key, sf, frame, columns)
         else:
             job_id = start_bulk_job(self, stage, key, sf, obj.sobject, obj.operation, obj.external_id, frame, columns)
             if self.deferrable:
@@ -154,7 +151,7 @@ class LoadOperator(DmsOperator):
                     kwargs={"started": started},
                 )
             result = finish_bulk_job(self, stage, key, sf, job_id, frame, columns, self.poll_seconds)
-        return self._finish(context, stage, key, frame, result, out, started)
+        return self._finish(context, stage, key, frame, columns, result, out, started)
 
     def execute_complete(self, context: Context, event: dict[str, Any], started: float | None = None) -> dict:
         """Resume after the trigger saw the Bulk job end: fetch its results."""
@@ -163,18 +160,36 @@ class LoadOperator(DmsOperator):
         key, stage, sf, frame, columns, out = self._prepared(context)
         result = finish_bulk_job(self, stage, key, sf, event["job_id"], frame, columns, self.poll_seconds)
         result.deferred = True
-        return self._finish(context, stage, key, frame, result, out, started or time.time())
+        return self._finish(context, stage, key, frame, columns, result, out, started or time.time())
+
+    def _small(self, frame: Any) -> bool:
+        """Whether the rows go through sObject Collections: a small chunk is done sooner in a few
+        REST calls than as a Bulk job (hardDelete exists in Bulk API 2.0 only)."""
+        return len(frame) < self.spec.bulk_threshold and self.obj.operation != "hardDelete"
+
+    def _via_collections(self, stage: Any, key: Any, sf: Any, frame: Any, columns: list[str]) -> JobResult:
+        describe = stage.get_json(f"{key.dag_id}:{key.run_id}:{self.obj.name}:describe") or {}
+        types = {name: info.get("type", "string") for name, info in describe.items()}
+        return run_collections(self, stage, key, sf, self.obj.operation, frame, columns, types)
 
     def _finish(
-        self, context: Context, stage: Any, key: Any, frame: Any, result: JobResult, out: dict[str, Any], started: float
+        self,
+        context: Context,
+        stage: Any,
+        key: Any,
+        frame: Any,
+        columns: list[str],
+        result: JobResult,
+        out: dict[str, Any],
+        started: float,
     ) -> dict[str, Any]:
-        result = self._retry_locked_rows(stage, key, frame, result)
+        result = self._retry_locked_rows(stage, key, frame, columns, result)
         self.stage_results(stage, key, frame, result)
         self.register_keys(stage, context, frame, result.loaded)
         out.update(result.counts())
         return self._audited(key, out, result.failures, started, result.api)
 
-    def _retry_locked_rows(self, stage: Any, key: Any, frame: Any, result: JobResult) -> JobResult:
+    def _retry_locked_rows(self, stage: Any, key: Any, frame: Any, columns: list[str], result: JobResult) -> JobResult:
         """Send again only the rows that failed with UNABLE_TO_LOCK_ROW, a few times, with a pause.
 
         Salesforce fails a row when another transaction holds its record or its parent; the
@@ -191,16 +206,13 @@ class LoadOperator(DmsOperator):
                 break
             attempt += 1
             time.sleep(min(LOCK_PAUSE_SECONDS * attempt, 10.0))
-            columns = [c for c in frame.columns if c != ROW and c not in self.spec.load_plan()[1][obj.name]]
             parents = [c for c in columns if "." in c]
             subset = frame[frame[ROW].astype(int).isin(locked)].sort_values([*parents, ROW], kind="stable")
             subset = subset.reset_index(drop=True)
             retry_key = ChunkKey(key.dag_id, key.run_id, f"{key.object_name}~lock{attempt}", key.chunk)
             sf = self.salesforce()
-            if len(subset) < self.spec.bulk_threshold and obj.operation != "hardDelete":
-                describe = stage.get_json(f"{key.dag_id}:{key.run_id}:{obj.name}:describe") or {}
-                types = {name: info.get("type", "string") for name, info in describe.items()}
-                again = run_collections(self, stage, retry_key, sf, obj.operation, subset, columns, types)
+            if self._small(subset):
+                again = self._via_collections(stage, retry_key, sf, subset, columns)
             else:
                 again = run_bulk_job(
                     self, stage, retry_key, sf, obj.sobject, obj.operation, obj.external_id, subset, columns, 1.0
