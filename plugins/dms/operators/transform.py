@@ -39,13 +39,13 @@ class TransformOperator(DmsOperator):
         rejects = result.rejects
         if malformed:
             rejects = pd.concat([rejects, pd.DataFrame(malformed, columns=rejects.columns)], ignore_index=True)
-        stage.put_table(key, "ready", pa.Table.from_pandas(result.ready, preserve_index=False))
+        stage.put_table(key, "ready", result.table)
         stage.put_table(key, "rejects", pa.Table.from_pandas(rejects.astype(str), preserve_index=False))
         out = {
             "object": self.object_name,
             "chunk": key.chunk,
             "rows": int(self.chunk["rows"]),
-            "ready": len(result.ready),
+            "ready": result.table.num_rows,
             "rejected": len(rejects),
             # A small histogram for the chunk's audit record; the rows themselves stay in the stage.
             "reject_codes": {str(k): int(v) for k, v in rejects["code"].value_counts().items()},

@@ -51,12 +51,17 @@ class TransformResult:
     per rejected input row: `row`, `key`, `field`, `reason`, `code`.
     """
 
-    ready: pd.DataFrame
+    table: pa.Table
     rejects: pd.DataFrame
 
     @property
+    def ready(self) -> pd.DataFrame:
+        """The ready rows as a DataFrame (the stage takes `table` as it is, without pandas)."""
+        return self.table.to_pandas()
+
+    @property
     def rows(self) -> int:
-        return len(self.ready) + len(self.rejects)
+        return self.table.num_rows + len(self.rejects)
 
 
 def transform_chunk(
@@ -90,14 +95,14 @@ def transform_chunk(
         if target.spec.lookup is not None:
             ready[target.name] = _resolve_lookup(target, ready[target.name], (lookups or {}).get(target.name), log)
     _reject_duplicate_keys(obj, targets, ready, rows, log)
+    # Arrow from here on: the columns are Arrow-backed already, and the stage writes Arrow.
+    table = pa.table(
+        {ROW_COLUMN: pa.array(rows), **{name: pa.array(col, type=pa.large_string()) for name, col in ready.items()}}
+    )
     keep = ~log.rejected
     if not keep.all():
-        # One Arrow filter per column: pandas' boolean indexing goes through a take.
-        mask = pa.array(keep)
-        ready = {name: pd.Series(pc.filter(pa.array(col), mask), dtype="str") for name, col in ready.items()}
-    out = pd.DataFrame({ROW_COLUMN: rows[keep], **ready})
-    out = out.reset_index(drop=True)
-    return TransformResult(ready=out, rejects=log.frame())
+        table = table.filter(pa.array(keep))
+    return TransformResult(table=table, rejects=log.frame())
 
 
 def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) -> pd.DataFrame:
@@ -182,12 +187,14 @@ def _field_column(
         values = source_values(spec, frame)
     elif spec.expr is not None:
         values = spec.expression().evaluate(frame).reset_index(drop=True)
+        if spec.strip:
+            values = values.str.strip()
     else:
         # One Arrow string repeated by a take: a column of n Python strings would be converted one by one.
-        constant = pa.array([as_text(spec.value)], type=pa.large_string())
+        text = as_text(spec.value)
+        constant = pa.array([text.strip() if spec.strip else text], type=pa.large_string())
         values = pd.Series(constant.take(np.zeros(n, dtype=np.int32)), dtype="str")
-    if spec.strip:
-        values = values.str.strip()
+    # Each branch above strips once (source_values strips every source column before joining).
     if spec.case:
         values = getattr(values.str, spec.case)()
     if spec.split is not None:
@@ -363,13 +370,13 @@ def _reject_duplicate_keys(
         return
     normal = values if target.case_sensitive_key else values.str.lower()
     normal = normal[candidates]
-    # Most chunks have no repeated key: one hash pass answers that without pandas' duplicated().
-    # (pc.unique, not pc.count_distinct: the latter is several times slower on strings.)
-    if len(pc.unique(pa.array(normal, type=pa.large_string()))) == len(normal):
+    # One hash pass (Arrow's dictionary encoding) finds the repeated keys; pandas' duplicated()
+    # would first turn the column into Python objects.
+    encoded = pc.dictionary_encode(pa.array(normal, type=pa.large_string()))
+    if len(encoded.dictionary) == len(normal):
         return
-    repeated = normal.duplicated(keep=False).to_numpy(dtype=bool)
-    if not repeated.any():
-        return
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    repeated = np.bincount(indices, minlength=len(encoded.dictionary))[indices] > 1
     positions = np.flatnonzero(candidates)[repeated]
     groups = pd.DataFrame({"key": normal.to_numpy(dtype=object)[repeated], "row": rows[positions]})
     listing = groups.groupby("key", sort=False)["row"].agg(
