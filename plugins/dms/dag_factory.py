@@ -9,11 +9,14 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup
 
 from dms.errors import SpecError
-from dms.spec import MigrationSpec, load_spec
+from dms.spec import FILE_SOURCES, MigrationSpec, load_spec
+
+# The dag_id under which the specs that do not parse are reported (see `build_dags`).
+INVALID_SPECS_DAG_ID = "dms_invalid_specs"
 
 
 def _params(spec: MigrationSpec) -> dict[str, Param]:
-    return {
+    params = {
         "dry_run": Param(
             False,
             type="boolean",
@@ -55,6 +58,21 @@ def _params(spec: MigrationSpec) -> dict[str, Param]:
             "sources with a change_column are read whole instead of for the run's data interval.",
         ),
     }
+    file_objects = [o.name for o in spec.objects if isinstance(o.source, FILE_SOURCES)]
+    if file_objects:
+        # Users re-run a migration on this month's export without editing the spec; the path stays
+        # relative to the data root and is checked there by the extract (dms.operators.base).
+        params["source_files"] = Param(
+            {},
+            type="object",
+            propertyNames={"enum": file_objects},
+            additionalProperties={"type": "string", "minLength": 1},
+            title="Source files",
+            description="Read another file than the spec's, per object, e.g. "
+            f'{{"{file_objects[0]}": "exports/2026-11/{file_objects[0]}.csv"}}: a path relative to the data root '
+            "(DMS_DATA_ROOT), in the same format as the spec's. Empty: the spec's paths.",
+        )
+    return params
 
 
 def _schedule(spec: MigrationSpec) -> Any:
@@ -182,11 +200,30 @@ def build_rollback_dag(spec: MigrationSpec, spec_file: Path) -> DAG:
     return dag
 
 
-def build_dags(*spec_dirs: Path) -> dict[str, DAG]:
-    """Every spec in `spec_dirs` as a DAG; any invalid spec raises one error naming each file and path.
+class _InvalidSpecs(DAG):
+    """Carries the errors of the specs that do not parse into Airflow's import errors.
 
-    Raising makes it an import error of the DAG file, which Airflow shows on its front page:
-    a broken spec must be fixed, not silently skipped.
+    A DAG file that raises loses every DAG it defines, so one broken spec would hide all the
+    good ones. Airflow bags a file's DAGs one by one and records a DAG whose validation fails
+    as an import error of that file, keeping the others: this DAG always fails validation,
+    with the message naming each broken spec, its line and YAML path.
+    """
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(dag_id=INVALID_SPECS_DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1))
+        self.spec_errors = errors
+
+    def validate(self) -> None:
+        raise SpecError("\n".join(self.spec_errors))
+
+
+def build_dags(*spec_dirs: Path) -> dict[str, DAG]:
+    """Every valid spec in `spec_dirs` as a DAG (and its rollback DAG).
+
+    The specs that do not parse, or reuse another spec's name, are not skipped silently:
+    they are collected into one `_InvalidSpecs` DAG, which Airflow shows as an import error of
+    the DAG file (on its front page) naming each file, line and YAML path, while the other
+    specs' DAGs still load. Callers that want the error raised use `build_valid_dags`.
     """
     dags: dict[str, DAG] = {}
     errors: list[str] = []
@@ -202,5 +239,14 @@ def build_dags(*spec_dirs: Path) -> dict[str, DAG]:
         dags[spec.dag_id] = build_dag(spec, path)
         dags[f"{spec.dag_id}_rollback"] = build_rollback_dag(spec, path)
     if errors:
-        raise SpecError("\n".join(errors))
+        dags[INVALID_SPECS_DAG_ID] = _InvalidSpecs(errors)
+    return dags
+
+
+def build_valid_dags(*spec_dirs: Path) -> dict[str, DAG]:
+    """`build_dags`, raising `SpecError` (naming each file, line and YAML path) if any spec is invalid."""
+    dags = build_dags(*spec_dirs)
+    invalid = dags.pop(INVALID_SPECS_DAG_ID, None)
+    if isinstance(invalid, _InvalidSpecs):
+        raise SpecError("\n".join(invalid.spec_errors))
     return dags

@@ -548,8 +548,36 @@ def _yaml_path(loc: tuple[Any, ...], doc: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
-def parse_spec(doc: Any, source: str) -> MigrationSpec:
-    """Validate a loaded YAML document; `source` names it in errors."""
+def _yaml_line(loc: tuple[Any, ...], node: yaml.Node | None) -> int | None:
+    """The 1-based line of the YAML node a pydantic error location points at.
+
+    Follows the location as far as the document goes: an unknown key gives its own line, a
+    missing key the line of the mapping that lacks it.
+    """
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for item in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
+            node = node.value[item]
+        elif isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == item), None)
+            if match is None:
+                if item in _SOURCE_TAGS:
+                    continue  # the union member pydantic tried, not a key the user wrote
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+            continue
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_spec(doc: Any, source: str, nodes: yaml.Node | None = None) -> MigrationSpec:
+    """Validate a loaded YAML document; `source` names it in errors, `nodes` (its composed
+    YAML) gives each error its line."""
     if not isinstance(doc, dict):
         raise SpecError(f"{source}: the top level must be a mapping with 'name' and 'objects'")
     try:
@@ -562,7 +590,9 @@ def parse_spec(doc: Any, source: str) -> MigrationSpec:
                 message = "unknown key (check the spelling)"
             elif err["type"] == "union_tag_invalid":
                 message = f"unknown kind {err['ctx']['tag']!r}; use one of {', '.join(_SOURCE_TAGS)}"
-            lines.append(f"  {_yaml_path(err['loc'], doc)}: {message}")
+            line = _yaml_line(err["loc"], nodes)
+            at = f"line {line}: " if line is not None else ""
+            lines.append(f"  {at}{_yaml_path(err['loc'], doc)}: {message}")
         raise SpecError(f"{source}: invalid migration spec\n" + "\n".join(lines)) from None
 
 
@@ -570,11 +600,16 @@ def load_spec(path: str | Path) -> MigrationSpec:
     """Read and validate one spec file."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_spec(doc, str(path))
+    # Composed again only to find the lines of errors; a spec is a few KiB.
+    nodes = yaml.compose(text, Loader=yaml.SafeLoader) if isinstance(doc, dict) else None
+    return parse_spec(doc, str(path), nodes)

@@ -105,7 +105,7 @@ def test_malformed_row_is_delivered_with_its_row_number_and_text_not_dropped(tmp
     # The good rows around the malformed ones keep their true row numbers.
     assert [r["__row"] for r in _rows([chunk])] == [2, 5]
     assert [(m.row, m.text) for m in chunk.malformed] == [(3, "2,b"), (4, "3,c,z,extra")]
-    assert chunk.malformed[0].reason == "row has 2 fields, expected 3"
+    assert chunk.malformed[0].reason == "row has 2 fields, expected 3 in data.csv"
     assert chunk.rows == 4
     records = chunk.malformed_records()
     assert [list(r) for r in records] == [REJECT_COLUMNS] * 2
@@ -145,20 +145,51 @@ def test_a_flood_of_malformed_rows_is_a_source_error_not_unbounded_rejects(
     assert "first at row 2: row has 3 fields, expected 2" in message and "`delimiter` (',')" in message
 
 
-def test_unclosed_quote_at_the_end_is_a_malformed_row_not_lost_data(tmp_path: Path) -> None:
-    path = _write(tmp_path, 'a,b\n1,2\n"3,4\n5,6\n')
+def test_unclosed_quote_rejects_its_row_and_the_rows_it_swallowed_are_read_again(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'a,b\n1,2\n"3,4\n5,6\n7,8\n')
+    [chunk] = _read(path)
+    assert [(r["__row"], r["a"]) for r in _rows([chunk])] == [(2, "1"), (4, "5"), (5, "7")]
+    [bad] = chunk.malformed
+    assert (bad.row, bad.text) == (3, '"3,4\n')
+    assert bad.reason == "a quoted value opens on this row and is never closed in data.csv"
+
+
+def test_unclosed_quote_spanning_blocks_rejects_only_its_row(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a,b\n1,2\n" + '"3,4\n' + "5,6\n" * 2000)
+    # Small blocks: pyarrow gives up on the quote that spans them, the rest is read row by row.
+    chunks = list(iter_csv_chunks(path, CsvSource(path="data.csv"), 100, block_size=1024))
+    assert [c.batch.num_rows for c in chunks] == [100] * 20 + [1]
+    rows = _rows(chunks)
+    assert [r["__row"] for r in rows] == [2, *range(4, 2004)]
+    assert [(m.row, m.reason) for c in chunks for m in c.malformed] == [
+        (3, "a quoted value opens on this row and is never closed in data.csv")
+    ]
+
+
+def test_file_cut_off_inside_a_quoted_value_rejects_the_last_row(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'a,b,c\n1,2,3\n4,5,"six is cut')
     [chunk] = _read(path)
     assert [r["__row"] for r in _rows([chunk])] == [2]
-    assert [m.row for m in chunk.malformed] == [3]
-    assert chunk.malformed[0].text.startswith('"3,4')
+    assert [(m.row, m.text) for m in chunk.malformed] == [(3, '4,5,"six is cut')]
+    assert "never closed" in chunk.malformed[0].reason
 
 
-def test_unclosed_quote_spanning_blocks_raises_naming_the_row_and_quotechar(tmp_path: Path) -> None:
-    path = _write(tmp_path, "a,b\n1,2\n" + '"3,4\n' + "5,6\n" * 2000)
-    with pytest.raises(SourceError) as err:
-        list(iter_csv_chunks(path, CsvSource(path="data.csv"), 100, block_size=1024))
-    message = str(err.value)
-    assert str(path) in message and "quotechar" in message and "after row 2" in message
+def test_file_without_final_line_break_keeps_its_last_row(tmp_path: Path) -> None:
+    # Read again row by row (the last chunk), and the numbers stay those of the fast reader.
+    path = _write(tmp_path, 'a,b\n1,"x ""y"""\n\n2,"multi\nline"\n3,z')
+    chunks = list(iter_csv_chunks(path, CsvSource(path="data.csv"), 2))
+    assert [c.batch.num_rows for c in chunks] == [2, 1]
+    assert [(r["__row"], r["b"]) for r in _rows(chunks)] == [(2, 'x "y"'), (3, "multi\nline"), (4, "z")]
+    assert not any(c.malformed for c in chunks)
+
+
+def test_a_row_longer_than_a_block_is_read_whole_with_memory_of_one_row(tmp_path: Path) -> None:
+    note = "長" * (3 << 20)  # 9 MiB of UTF-8 in one field, nine times pyarrow's block
+    path = _write(tmp_path, f"id,note\n1,short\n2,{note}\n3,after\n")
+    chunks = list(iter_csv_chunks(path, CsvSource(path="data.csv"), 2))
+    rows = _rows(chunks)
+    assert [(r["__row"], len(r["note"])) for r in rows] == [(2, 5), (3, len(note)), (4, 5)]
+    assert rows[1]["note"] == note
 
 
 def test_chunks_have_exactly_chunk_rows_across_block_boundaries_and_rows_are_contiguous(tmp_path: Path) -> None:
@@ -196,16 +227,17 @@ def test_large_file_streams_in_fixed_chunks_holding_only_a_chunk_in_memory(tmp_p
     assert max(retained) < file_size / 10
 
 
-def test_wrong_declared_encoding_names_file_line_and_suggests_checking_encoding(tmp_path: Path) -> None:
-    body = "id,name\n" + "".join(f"{i},ascii {i}\n" for i in range(5000)) + "5000,客户\n"
+def test_rows_the_declared_utf8_cannot_decode_are_rejected_naming_row_byte_and_encoding(tmp_path: Path) -> None:
+    body = "id,name\n" + "".join(f"{i},ascii {i}\n" for i in range(5000)) + "5000,客户\n5001,after\n"
     path = _write(tmp_path, body, encoding="gb18030")
-    with pytest.raises(SourceError) as err:
-        # Small blocks so the bad bytes are met deep in the stream, not in the first block.
-        list(iter_csv_chunks(path, CsvSource(path="data.csv", encoding="utf-8"), 100, block_size=4096))
-    message = str(err.value)
-    assert str(path) in message
-    assert "line 5002" in message  # header, 5000 good rows, then the GB18030 one
-    assert "`encoding`" in message and "gb18030" in message
+    # Small blocks so the bad bytes are met deep in the stream, not in the first block.
+    chunks = list(iter_csv_chunks(path, CsvSource(path="data.csv", encoding="utf-8"), 100, block_size=4096))
+    rows = _rows(chunks)
+    assert len(rows) == 5001 and rows[-1] == {"__row": 5003, "id": "5001", "name": "after"}
+    [bad] = [m for c in chunks for m in c.malformed]
+    assert bad.row == 5002  # header, 5000 good rows, then the GB18030 one
+    assert bad.reason == "byte 0xbf (column 6) is not valid utf-8, the spec's `encoding` for data.csv"
+    assert sum(c.rows for c in chunks) == 5002
 
 
 def test_wrong_declared_encoding_in_the_header_is_a_source_error(tmp_path: Path) -> None:
@@ -214,10 +246,20 @@ def test_wrong_declared_encoding_in_the_header_is_a_source_error(tmp_path: Path)
         _read(path)
 
 
-def test_bytes_the_declared_non_utf8_encoding_cannot_decode_are_a_source_error(tmp_path: Path) -> None:
-    path = _write(tmp_path, b"id,name\n1,ok\n2,\xff\xfe\n")
-    with pytest.raises(SourceError, match=r"line 3 .*not valid ascii"):
-        _read(path, encoding="ascii")
+def test_bytes_a_deferred_encoding_cannot_decode_are_listed_per_row_by_the_decoding(tmp_path: Path) -> None:
+    from dms.sources.text import Undecodable
+
+    path = _write(tmp_path, b"id,name\n1,ok\n2,\xff\xfe\n3,fine\n")
+    [chunk] = _read(path, encoding="ascii")  # decoded by the transform (dms.sources.text)
+    assert chunk.batch.num_rows == 3 and not chunk.malformed
+    undecodable: list[Undecodable] = []
+    table = decode_batch(chunk.batch, undecodable=undecodable)
+    assert table.column("name").to_pylist() == ["ok", "", "fine"]
+    assert undecodable == [
+        Undecodable(1, "name", f"{path}: row 3, column 'name': byte 0xff is not valid ascii, the spec's `encoding`")
+    ]
+    with pytest.raises(SourceError, match=r"row 3, column 'name': byte 0xff is not valid ascii"):
+        decode_batch(chunk.batch)
 
 
 def test_missing_file_is_a_source_error_naming_it(tmp_path: Path) -> None:

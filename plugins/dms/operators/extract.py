@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
@@ -14,7 +15,7 @@ from dms.operators.base import DmsOperator, resolve_data_path
 MAX_LOOKUP_RECORDS = 200_000
 
 if TYPE_CHECKING:
-    from dms.sources import SourceChunk
+    from dms.sources import SourceChunk, SourceContext
     from dms.staging import ChunkKey
 
 
@@ -52,7 +53,7 @@ class ExtractOperator(DmsOperator):
             # refresh asks for everything: read the whole source, not one interval's changes.
             start = end = None
         where = SourceContext(
-            path=resolve_data_path(source.path) if isinstance(source, FILE_SOURCES) else None,
+            path=self._source_path(context) if isinstance(source, FILE_SOURCES) else None,
             interval_start=start,
             interval_end=end,
             salesforce_conn_id=self.spec.connections.salesforce,
@@ -71,6 +72,8 @@ class ExtractOperator(DmsOperator):
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dms-stage") as staging:
             pending: Future[None] | None = None
             for index, chunk in enumerate(iter_chunks(source, chunk_rows, where)):
+                if index == 0:
+                    self._check_columns(chunk.batch.schema.names[1:], where)
                 if wanted is not None:
                     chunk = _only_rows(chunk, wanted)
                 if pending is not None:
@@ -83,6 +86,51 @@ class ExtractOperator(DmsOperator):
             # An empty source still reconciles: zero rows in, zero out.
             self.log.warning("%s: the source has no data rows", obj.name)
         return refs
+
+    def _source_path(self, context: Context) -> Path:
+        """The object's file: the `source_files` Param's path for it, else the spec's; inside the data root."""
+        chosen = self.param(context, "source_files", {}) or {}
+        if not isinstance(chosen, dict):
+            raise FatalError(f"Param source_files: expected an object of object name -> path, not {chosen!r}")
+        unknown = sorted(set(chosen) - {o.name for o in self.spec.objects})
+        if unknown:
+            raise FatalError(f"Param source_files: no object named {unknown} in the spec {self.spec_file}")
+        if self.obj.name not in chosen:
+            return resolve_data_path(self.obj.source.path)
+        relative = str(chosen[self.obj.name]).strip()
+        try:
+            return resolve_data_path(relative)
+        except FatalError as exc:
+            raise FatalError(f"Param source_files.{self.obj.name}: {exc}") from None
+
+    def _check_columns(self, columns: list[str], where: SourceContext) -> None:
+        """Fail before anything is staged when the source lacks a column the spec reads.
+
+        Every row would be rejected for the same reason, which only a change to the spec (or
+        the right file) can fix. Columns the spec does not read are only logged.
+        """
+        present = set(columns)
+        index = self.spec.objects.index(self.obj)
+        at = f"objects[{index}] (name: {self.obj.name})"
+        missing: dict[str, list[str]] = {}
+        for name, field in self.obj.fields.items():
+            key = "expr" if field.expr is not None else "source"
+            for column in field.columns:
+                if column not in present:
+                    missing.setdefault(column, []).append(f"{at}.fields.{name}.{key}")
+        if self.obj.key is not None and self.obj.key not in present:
+            missing.setdefault(self.obj.key, []).append(f"{at}.key")
+        source = where.path or f"the {self.obj.source.kind} source"
+        if missing:
+            listing = "; ".join(f"{column!r} (read by {', '.join(paths)})" for column, paths in missing.items())
+            raise FatalError(
+                f"{source}: missing column(s) {listing} of the spec {self.spec_file}; the source has the columns "
+                f"{_cut(columns)}"
+            )
+        used = {c for f in self.obj.fields.values() for c in f.columns} | {self.obj.key}
+        extra = [c for c in columns if c not in used]
+        if extra:
+            self.log.info("%s: %s column(s) the spec does not read, ignored: %s", source, len(extra), _cut(extra))
 
     def _lookups(self, sf: Any) -> dict[str, dict[str, Any]]:
         """For each `lookup` field, the existing records' Ids by matched value, queried once per run.
@@ -166,6 +214,11 @@ class ExtractOperator(DmsOperator):
                     rows.update(int(r["row"]) for r in read_attachment(data))
         self.log.info("retry_failed_from %s: %s rows of %s to retry", run_id, len(rows), self.obj.name)
         return rows
+
+
+def _cut(names: list[str], shown: int = 20) -> str:
+    """A column list for a message; a wide export's hundreds of columns are cut short."""
+    return repr(names[:shown])[:-1] + (f", … ({len(names) - shown} more)]" if len(names) > shown else "]")
 
 
 def _only_rows(chunk: SourceChunk, wanted: set[int]) -> SourceChunk:

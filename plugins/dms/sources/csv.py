@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from dms.errors import SourceError
-from dms.sources.base import ROW_COLUMN, MalformedRow, SourceChunk, empty_batch, int64_array, take_front
+from dms.sources.base import (
+    ROW_COLUMN,
+    ChunkBuilder,
+    MalformedRow,
+    SourceChunk,
+    empty_batch,
+    int64_array,
+    take_front,
+)
 from dms.sources.text import ENCODING_HINT, SOURCE_KEY, mark, original, transport_encoding
 from dms.spec import CsvSource
 
@@ -41,6 +49,14 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 MAX_MALFORMED_PER_CHUNK = 10_000
 
 
+# The longest value the row-by-row reader (below) takes, in characters: a 10 MB note field is
+# read (and rejected by the transform for Salesforce's length limit, naming both), while a
+# runaway value still stops with an error instead of taking a task's memory.
+MAX_FIELD_CHARS = 64 << 20
+# The row-by-row reader builds its batches this many rows at a time.
+_SLOW_BATCH_ROWS = 10_000
+
+
 # The CSV reader's chunks are the common kind (kept under this name for its callers).
 CsvChunk = SourceChunk
 
@@ -54,8 +70,10 @@ def iter_csv_chunks(
     stay "" (never null). Rows with the wrong number of fields travel in `CsvChunk.malformed`
     with their row number and text, so they can be rejected with a reason. A file whose
     header has no data rows yields nothing. A file with only malformed rows yields chunks
-    with empty batches. Any problem with the file itself raises `SourceError` naming the
-    file and, where known, the row.
+    with empty batches. A row longer than a block, a quoted value that never closes or
+    bytes the declared encoding cannot decode make the rest of the file be read row by row
+    (Python's csv module), so that only those rows become malformed rows. Any problem with
+    the file itself raises `SourceError` naming the file and, where known, the row.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
@@ -91,7 +109,9 @@ def _read_header(path: Path, source: CsvSource) -> tuple[list[str], int]:
     names the column instead of a pyarrow message.
     """
     try:
-        handle = open(path, encoding=_python_encoding(source.encoding), newline="")  # noqa: SIM115
+        # surrogateescape: the text layer decodes ahead of the header, and bytes the encoding
+        # cannot decode in a data row are that row's problem (see _ChunkReader), not the file's.
+        handle = open(path, encoding=_python_encoding(source.encoding), errors="surrogateescape", newline="")  # noqa: SIM115
     except FileNotFoundError:
         raise SourceError(f"{path}: file not found") from None
     except OSError as exc:
@@ -115,6 +135,8 @@ def _read_header(path: Path, source: CsvSource) -> tuple[list[str], int]:
             ) from None
     if header is None:
         raise SourceError(f"{path}: no header row (the file is empty after skip_rows={source.skip_rows})")
+    if _has_surrogate("".join(header)):
+        raise SourceError(_decode_error_message(path, source.encoding))
     lines_before_data = source.skip_rows + reader.line_num
     header_row = lines_before_data
     # Exports often pad names ("Name ,Phone"); the spec names columns without the padding.
@@ -211,7 +233,7 @@ class _ChunkReader:
         # pyarrow ignores exceptions raised here, so a failure is recorded for _translate
         # and the handler answers "error" to stop the reader.
         plural = "s" if row.actual_columns != 1 else ""
-        reason = f"row has {row.actual_columns} field{plural}, expected {row.expected_columns}"
+        reason = f"row has {row.actual_columns} field{plural}, expected {row.expected_columns} in {self.path.name}"
         if row.number is None or row.number < 0:
             # With use_threads=False pyarrow passes the row number; without it the good
             # rows after this one could not be numbered.
@@ -234,32 +256,29 @@ class _ChunkReader:
 
     def _open(self) -> pa_csv.CSVStreamingReader:
         source = self.source
-        try:
-            return pa_csv.open_csv(
-                str(self.path),
-                read_options=pa_csv.ReadOptions(
-                    use_threads=False,  # the only mode in which pyarrow numbers invalid rows
-                    block_size=self.block_size,
-                    skip_rows=self.lines_before_data,
-                    column_names=self.names,
-                    encoding=self.transport or _arrow_encoding(source.encoding),
-                ),
-                parse_options=pa_csv.ParseOptions(
-                    delimiter=source.delimiter,
-                    quote_char=source.quotechar,
-                    double_quote=True,
-                    newlines_in_values=True,
-                    ignore_empty_lines=True,
-                    invalid_row_handler=self._on_invalid_row,
-                ),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types={name: pa.string() for name in self.names},
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        except Exception as exc:
-            raise self._translate(exc) from None
+        return pa_csv.open_csv(
+            str(self.path),
+            read_options=pa_csv.ReadOptions(
+                use_threads=False,  # the only mode in which pyarrow numbers invalid rows
+                block_size=self.block_size,
+                skip_rows=self.lines_before_data,
+                column_names=self.names,
+                encoding=self.transport or _arrow_encoding(source.encoding),
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=source.delimiter,
+                quote_char=source.quotechar,
+                double_quote=True,
+                newlines_in_values=True,
+                ignore_empty_lines=True,
+                invalid_row_handler=self._on_invalid_row,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.string() for name in self.names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
 
     def _translate(self, exc: BaseException) -> SourceError:
         if self.failure is not None:
@@ -323,13 +342,28 @@ class _ChunkReader:
         return CsvChunk(batch=batch, malformed=malformed)
 
     def __iter__(self) -> Iterator[CsvChunk]:
-        reader = self._open()
+        try:
+            # pyarrow reads the first block as it opens: its errors come from here too.
+            reader = self._open()
+        except Exception as exc:
+            if self.failure is None and _row_by_row_can_read(exc):
+                self.log_switch(exc)
+                yield from self._rest_row_by_row()
+                return
+            raise self._translate(exc) from None
         while True:
             try:
                 raw = reader.read_next_batch()
             except StopIteration:
                 break
             except Exception as exc:
+                if self.failure is None and _row_by_row_can_read(exc):
+                    # A row longer than a block (a 10 MB note), a quote never closed or bytes
+                    # the encoding cannot decode: pyarrow gives up on the whole file there. The
+                    # rest is read row by row, so that only the rows at fault are rejected.
+                    self.log_switch(exc)
+                    yield from self._rest_row_by_row()
+                    return
                 raise self._translate(exc) from None
             if raw.num_rows == 0:
                 continue
@@ -340,9 +374,239 @@ class _ChunkReader:
                 # A full chunk that ends the file is still followed by a check for trailing
                 # malformed rows below, so it is never "final" here.
                 yield self._chunk(batch, final=False)
+        if self._last_row_may_be_cut():
+            # pyarrow takes a quoted value that runs to the end of the file as if it were
+            # closed there: the cut-off row (and any rows it swallowed) is read again.
+            yield from self._rest_row_by_row()
+            return
         if self.pending_rows:
             yield self._chunk(self._take(self.pending_rows), final=True)
         elif self.malformed:
             # Malformed rows after the last good row, or a file of nothing but malformed
             # rows: hand them out with an empty batch rather than lose them.
             yield self._chunk(empty_batch(self.schema), final=True)
+
+    def log_switch(self, exc: BaseException) -> None:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: reading on row by row after row %s (%s)", self.path, self.last_row, str(exc)[:200]
+        )
+
+    def _last_row_may_be_cut(self) -> bool:
+        """Whether the file may end inside a quoted value, which only a row-by-row read can tell.
+
+        True when the last malformed row holds a line break and an odd number of quote
+        characters, or the file does not end with a line break (cut off, or merely written
+        without one: then only the last chunk is read again).
+        """
+        quote = self.source.quotechar
+        if self.malformed:
+            last = self.malformed[-1]
+            tail_good = self._next_numbers(self.pending_rows)[-1] if self.pending_rows else 0
+            if last.row > tail_good and ("\n" in last.text or "\r" in last.text) and last.text.count(quote) % 2:
+                return True
+        try:
+            with open(self.path, "rb") as handle:
+                size = handle.seek(0, 2)
+                if size == 0:
+                    return False
+                handle.seek(-1, 2)
+                if handle.read(1) in (b"\n", b"\r"):
+                    return False
+                # A value open at the end began within the last block: a longer one would have
+                # straddled blocks, which pyarrow refuses (and the rest is read row by row then).
+                # So a tail without a quote character ends no quoted value.
+                handle.seek(max(0, size - self.block_size))
+                tail = handle.read()
+        except OSError:
+            return False
+        if not _ascii_compatible(self.transport or self.source.encoding):
+            return True
+        return quote.encode("ascii", errors="replace") in tail
+
+    def _rest_row_by_row(self) -> Iterator[CsvChunk]:
+        """The rows after the last one handed out, read with Python's csv module, one at a time.
+
+        Rows pyarrow parsed but did not hand out yet are read again and numbered the same
+        way (blank lines are not rows, a quoted line break does not end one). Per row: a
+        quoted value that never closes rejects its first line and the lines after it are
+        read as rows again; the wrong number of fields or bytes the declared encoding cannot
+        decode reject that row. Memory stays at one chunk plus one row.
+        """
+        self.pending.clear()
+        self.pending_rows = 0
+        self.malformed.clear()
+        self.unnumbered_bad.clear()
+        resume_after = self.last_row
+        builder = ChunkBuilder(self.schema, self.chunk_rows)
+        rows: list[int] = []
+        values: list[list[str]] = [[] for _ in self.names]
+
+        def flush() -> Iterator[CsvChunk]:
+            if not rows:
+                return
+            arrays = [int64_array(np.array(rows, dtype=np.int64))]
+            arrays += [pa.array(column, type=pa.string()) for column in values]
+            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            rows.clear()
+            for column in values:
+                column.clear()
+            yield from builder.add(batch)
+
+        try:
+            yield from self._rows_to_chunks(resume_after, builder, rows, values, flush)
+        except UnicodeDecodeError:
+            # Only from encodings whose bad bytes surrogateescape cannot keep (UTF-16 and the like).
+            raise SourceError(_decode_error_message(self.path, self.source.encoding)) from None
+        yield from flush()
+        yield from builder.finish()
+
+    def _rows_to_chunks(
+        self,
+        resume_after: int,
+        builder: ChunkBuilder,
+        rows: list[int],
+        values: list[list[str]],
+        flush: Callable[[], Iterator[CsvChunk]],
+    ) -> Iterator[CsvChunk]:
+        for number, fields, problem, text in self._python_rows(resume_after):
+            if problem is not None:
+                # The good rows before it first, so that only the malformed rows of the chunk
+                # being filled wait in the builder (the flood check below counts them).
+                yield from flush()
+                builder.add_malformed(MalformedRow(number, text, problem))
+                if builder.waiting_malformed > self.max_malformed:
+                    first = builder.first_waiting_malformed
+                    assert first is not None
+                    raise SourceError(
+                        f"{self.path}: row {number}: {builder.waiting_malformed} rows that cannot be read within "
+                        f"one chunk (the first at row {first.row}: {first.reason}); check the spec's `encoding` "
+                        f"({self.source.encoding!r}), `delimiter` ({self.source.delimiter!r}) and `quotechar` "
+                        f"({self.source.quotechar!r})"
+                    )
+                continue
+            rows.append(number)
+            for column, value in zip(values, fields, strict=True):
+                column.append(value)
+            if len(rows) >= _SLOW_BATCH_ROWS:
+                yield from flush()
+
+    def _python_rows(self, resume_after: int) -> Iterator[tuple[int, list[str], str | None, str]]:
+        """(row number, fields, problem or None, the row's text) for the data rows after `resume_after`."""
+        source = self.source
+        name = self.path.name
+        expected = len(self.names)
+        quote = source.quotechar
+        # The transport encoding maps every byte to a character; the others keep bytes they
+        # cannot decode as surrogates, so that such a row is reported instead of the file failing.
+        encoding = self.transport or _python_encoding(source.encoding)
+        errors = "strict" if self.transport else "surrogateescape"
+        csv.field_size_limit(MAX_FIELD_CHARS)
+        number = self.lines_before_data
+        with open(self.path, encoding=encoding, errors=errors, newline="") as handle:
+            for _ in range(self.lines_before_data):
+                handle.readline()
+            lines: Iterator[str] = iter(handle)
+            if number < resume_after:
+                # Only counted: these rows were handed out already. csv's reader takes lines one
+                # at a time, so the next reader starts right after the last row skipped.
+                for fields in csv.reader(lines, delimiter=source.delimiter, quotechar=quote, doublequote=True):
+                    number += bool(fields)
+                    if number == resume_after:
+                        break
+            while True:
+                consumed: list[str] = []
+                ended = [False]
+
+                def feed(src: Iterator[str] = lines, consumed: list[str] = consumed, ended: list[bool] = ended):
+                    for line in src:
+                        consumed.append(line)
+                        yield line
+                    ended[0] = True
+
+                reader = csv.reader(feed(), delimiter=source.delimiter, quotechar=quote, doublequote=True)
+                again: list[str] | None = None
+                while True:
+                    try:
+                        fields = next(reader)
+                    except StopIteration:
+                        break
+                    except csv.Error as exc:
+                        raise SourceError(
+                            f"{self.path}: row {number + 1}: {exc}; a value longer than {MAX_FIELD_CHARS} "
+                            f"characters is not read (check the spec's `quotechar` ({quote!r}))"
+                        ) from None
+                    text = "".join(consumed)
+                    consumed.clear()
+                    if not fields:
+                        continue  # a blank line is not a row
+                    number += 1
+                    if ended[0] and _open_quote_at_end(text, source):
+                        first, *rest = text.splitlines(keepends=True)
+                        yield number, [], f"a quoted value opens on this row and is never closed in {name}", first
+                        again = rest
+                        break
+                    problem = None
+                    if not self.transport:
+                        problem = _undecodable(text, source.encoding, name)
+                    if problem is None and len(fields) != expected:
+                        plural = "s" if len(fields) != 1 else ""
+                        problem = f"row has {len(fields)} field{plural}, expected {expected} in {name}"
+                    if problem is not None:
+                        text = original(text, source.encoding if self.transport else None)
+                        yield number, [], problem, _printable(text.rstrip("\r\n"))
+                    else:
+                        yield number, fields, None, ""
+                if again is None:
+                    return
+                # The lines a never-closed quote swallowed are rows of their own.
+                lines = iter(again)
+
+
+def _row_by_row_can_read(exc: BaseException) -> bool:
+    """pyarrow errors that the row-by-row reader turns into rejected rows instead of a failed file."""
+    message = str(exc)
+    return "straddl" in message or isinstance(exc, UnicodeDecodeError) or "invalid UTF8" in message
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    try:
+        return '\n,"a'.encode(encoding) == b'\n,"a'
+    except (LookupError, UnicodeError):
+        return False
+
+
+def _open_quote_at_end(text: str, source: CsvSource) -> bool:
+    """Whether the last row of the file ends inside a quoted value (the file was cut off there)."""
+    try:
+        list(csv.reader([text], delimiter=source.delimiter, quotechar=source.quotechar, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _undecodable(text: str, encoding: str, name: str) -> str | None:
+    """The problem of a row read with surrogateescape: its first byte the encoding cannot decode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00
+        line = text[: exc.start].count("\n") + 1
+        where = f"line {line} of the row, " if line > 1 else ""
+        column = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        return f"byte 0x{byte:02x} ({where}column {column}) is not valid {encoding}, the spec's `encoding` for {name}"
+    return None
+
+
+def _printable(text: str) -> str:
+    """A row for a reject reason: undecodable bytes (kept as surrogates) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _has_surrogate(text) else text
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

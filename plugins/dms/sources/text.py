@@ -17,7 +17,7 @@ transcoded by the reader itself.
 from __future__ import annotations
 
 import codecs
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -75,6 +75,14 @@ def _is_single_byte_ascii(name: str) -> bool:
     return ascii_part == "".join(map(chr, range(0x80))) and len(high) == 0x80
 
 
+class Undecodable(NamedTuple):
+    """A value whose bytes are not valid in the declared encoding: its row is rejected, not the chunk."""
+
+    index: int  # position in the table
+    column: str
+    reason: str
+
+
 def deferred(field: pa.Field) -> str | None:
     """The encoding a column still has to be decoded with, or None if it is plain text."""
     meta = field.metadata or {}
@@ -93,12 +101,19 @@ def original(text: str, encoding: str | None) -> str:
     return text.encode(TRANSPORT).decode(encoding, errors="replace")
 
 
-def decode_column(column: pa.Array | pa.ChunkedArray, encoding: str, where: Callable[[int], str]) -> pa.Array:
+def decode_column(
+    column: pa.Array | pa.ChunkedArray,
+    encoding: str,
+    where: Callable[[int], str],
+    undecodable: list[tuple[int, str]] | None = None,
+) -> pa.Array:
     """Decode one transported column: a large_string array of the text as the file meant it.
 
     `where(i)` names value i ("file, row, column") for the error raised on bytes that are not
-    valid `encoding`. Columns of few distinct values (cities, flags, codes) decode each value
-    once; a sample of the column decides.
+    valid `encoding`. With `undecodable`, such values become "" and (position, reason) is
+    appended there instead, so the caller rejects those rows and keeps the others. Columns of
+    few distinct values (cities, flags, codes) decode each value once; a sample of the column
+    decides.
     """
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     array = array.cast(pa.large_string())
@@ -107,6 +122,12 @@ def decode_column(column: pa.Array | pa.ChunkedArray, encoding: str, where: Call
     n = len(array)
     if n == 0 or _is_ascii(array):
         return array  # nothing above 0x7F: latin-1 and every supported encoding agree
+    if undecodable is not None:
+        try:
+            return decode_column(array, encoding, where)
+        except SourceError:
+            # Only a chunk with bad bytes pays for the value-by-value pass.
+            return _decode_each(array, encoding, where, undecodable)
     sample = array.slice(0, _SAMPLE)
     if len(pc.unique(sample)) * 2 <= len(sample):
         encoded = pc.dictionary_encode(array)
@@ -120,6 +141,22 @@ def decode_column(column: pa.Array | pa.ChunkedArray, encoding: str, where: Call
 
 
 _SAMPLE = 2000
+
+
+def _decode_each(
+    array: pa.Array, encoding: str, where: Callable[[int], str], undecodable: list[tuple[int, str]]
+) -> pa.Array:
+    values: list[str] = []
+    for i, value in enumerate(array.to_pylist()):
+        raw = value.encode(TRANSPORT)
+        try:
+            values.append(raw.decode(encoding))
+        except UnicodeDecodeError as exc:
+            undecodable.append(
+                (i, f"{where(i)}: byte 0x{raw[exc.start]:02x} is not valid {encoding}, the spec's `encoding`")
+            )
+            values.append("")
+    return pa.array(values, type=pa.large_string())
 
 
 def _is_ascii(array: pa.Array) -> bool:
@@ -162,8 +199,15 @@ def _decode_values(array: pa.Array, encoding: str, where: Callable[[int], str]) 
     return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(body)])
 
 
-def decode_batch(batch: pa.RecordBatch | pa.Table, columns: list[str] | None = None) -> pa.Table:
-    """`batch` as a table with its transported columns (or those of `columns`) decoded to text."""
+def decode_batch(
+    batch: pa.RecordBatch | pa.Table, columns: list[str] | None = None, undecodable: list[Undecodable] | None = None
+) -> pa.Table:
+    """`batch` as a table with its transported columns (or those of `columns`) decoded to text.
+
+    Bytes not valid in the declared encoding raise `SourceError` naming file, row and column;
+    with `undecodable`, their values become "" and each is listed there instead, for the
+    transform to reject those rows (`dms.transform.rejects.reject_undecodable`).
+    """
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     source = (table.schema.metadata or {}).get(SOURCE_KEY, b"the source").decode()
     rows = table.column("__row") if "__row" in table.column_names else None
@@ -177,5 +221,8 @@ def decode_batch(batch: pa.RecordBatch | pa.Table, columns: list[str] | None = N
             row = f"row {rows[i].as_py()}" if rows is not None else f"value {i + 1}"
             return f"{source}: {row}, column {name!r}"
 
-        table = table.set_column(position, name, decode_column(table.column(name), encoding, where))
+        found: list[tuple[int, str]] | None = [] if undecodable is not None else None
+        table = table.set_column(position, name, decode_column(table.column(name), encoding, where, found))
+        if undecodable is not None and found:
+            undecodable.extend(Undecodable(i, name, reason) for i, reason in found)
     return table

@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dms.errors import FatalError
-from dms.sources.text import decode_batch
+from dms.sources.text import Undecodable, decode_batch
 from dms.spec import FieldSpec, ObjectSpec
 from dms.transform.casting import byte_lengths, cast_column, email_problem
 from dms.transform.describe import FieldTarget, resolve_targets
-from dms.transform.rejects import RejectCode, RejectLog, quoted
+from dms.transform.rejects import RejectCode, RejectLog, quoted, reject_undecodable
 
 ROW_COLUMN = "__row"
 _DUPLICATE_ROWS_SHOWN = 5
@@ -85,10 +85,13 @@ def transform_chunk(
     """
     targets = resolve_targets(obj, sobject_fields)
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-    frame = _text_frame(obj, table, targets)
+    undecodable: list[Undecodable] = []
+    frame = _text_frame(obj, table, targets, undecodable)
     n = len(frame)
     rows = frame[ROW_COLUMN].to_numpy(dtype=np.int64)
     log = RejectLog(rows, _report_keys(obj, frame, n))
+    # First: a value whose bytes are not the declared encoding is "" from here on.
+    reject_undecodable(log, undecodable)
     ready: dict[str, pd.Series] = {}
     for target in targets:
         ready[target.name] = _field_column(target, frame, n, log, (value_maps or {}).get(target.name), salt)
@@ -105,7 +108,9 @@ def transform_chunk(
     return TransformResult(table=table, rejects=log.frame())
 
 
-def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) -> pd.DataFrame:
+def _text_frame(
+    obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget], undecodable: list[Undecodable] | None = None
+) -> pd.DataFrame:
     """The columns the spec reads, as pandas strings with "" for null, plus `__row`."""
     if ROW_COLUMN not in table.column_names:
         raise FatalError(f"object {obj.name!r}: the chunk has no {ROW_COLUMN!r} column (not from a DMS reader?)")
@@ -120,7 +125,7 @@ def _text_frame(obj: ObjectSpec, table: pa.Table, targets: list[FieldTarget]) ->
             f"the columns are {available}"
         )
     # Only the columns the spec reads are decoded (see dms.sources.text for why it happens here).
-    table = decode_batch(table, list(dict.fromkeys(wanted)))
+    table = decode_batch(table, list(dict.fromkeys(wanted)), undecodable)
     arrays: dict[str, pa.ChunkedArray] = {ROW_COLUMN: table.column(ROW_COLUMN).cast(pa.int64())}
     for name in dict.fromkeys(wanted):
         column = table.column(name)

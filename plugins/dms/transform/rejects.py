@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from dms.sources.text import Undecodable
 
 REJECT_COLUMNS = ["row", "key", "field", "reason", "code"]
 _PREVIEW = 60
@@ -22,7 +26,9 @@ class RejectCode(StrEnum):
     PICKLIST = "PICKLIST"  # not a value of a restricted picklist
     VALUE_MAP = "VALUE_MAP"  # a source value the field's value_map does not list (and no "*" entry)
     DUPLICATE_KEY = "DUPLICATE_KEY"  # the external id occurs more than once in the chunk
-    MALFORMED = "MALFORMED"  # the source row could not be split into the header's columns (from the reader)
+    MALFORMED = (
+        "MALFORMED"  # the source row could not be read: wrong field count, unclosed quote, bytes not in the encoding
+    )
     LOOKUP = "LOOKUP"  # no existing record (or more than one) matches a `lookup` value, e.g. a User's email
     MISSING_PARENT = "MISSING_PARENT"  # the parent a lookup column names is neither loaded nor in Salesforce
 
@@ -83,6 +89,17 @@ class RejectLog:
         )
         frame = frame.astype({"key": "str", "field": "str", "reason": "str", "code": "str"})
         return frame.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def reject_undecodable(log: RejectLog, undecodable: Iterable[Undecodable]) -> None:
+    """Reject the rows whose bytes the declared encoding cannot decode (from `decode_batch`), first."""
+    by_column: dict[str, dict[int, str]] = {}
+    for item in undecodable:
+        by_column.setdefault(item.column, {}).setdefault(item.index, item.reason)
+    for column, reasons in by_column.items():
+        mask = np.zeros(len(log.rows), dtype=bool)
+        mask[list(reasons)] = True
+        log.add(mask, column, RejectCode.MALFORMED, lambda idx, r=reasons: [r[int(i)] for i in idx])
 
 
 def empty_rejects() -> pd.DataFrame:
