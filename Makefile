@@ -54,6 +54,7 @@ audit-server:
 bench: $(STAMP)
 	$(PY) bench/bench_emulator_bulk2.py
 	$(PY) bench/bench_pipeline.py --report-only
+	$(PY) bench/bench_scale.py --report-only
 
 down:
 	@for f in $(RUN)/*.pid; do [ -e "$$f" ] || continue; pid=$$(cat "$$f"); \

@@ -61,6 +61,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from harness import busy_cpu_seconds, peak_rss_mb, rate, task_env
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "include" / "migrations" / "legacy_crm_accounts.yaml"
 ORG = ROOT / "include" / "org" / "sample_org.yaml"
@@ -269,19 +271,6 @@ def _task_main(task: str, config_file: str, chunk: str | None) -> None:
     os._exit(0)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set size.
-
-    VmHWM rather than getrusage's ru_maxrss: on Linux ru_maxrss survives execve, so a task
-    started from this (large) parent process would report the parent's size.
-    """
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 class _Task:
     """A task process, started and warmed up, waiting for its "go"."""
 
@@ -327,14 +316,6 @@ class _Task:
             self.process.wait()
 
 
-def _busy_cpu_seconds() -> float:
-    """CPU time used by everything on the machine so far (all cores), from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Phase:
     """Tasks run `parallel` at a time: their execute() wall time, and the CPU others took meanwhile."""
@@ -367,7 +348,7 @@ def run_phase(
                 t.wait_ready()
             queue = list(tasks)
             running: list[_Task] = []
-            busy -= _busy_cpu_seconds()
+            busy -= busy_cpu_seconds()
             begin = time.perf_counter()
             while queue or running:
                 while queue and len(running) < parallel:
@@ -379,7 +360,7 @@ def run_phase(
                     running.remove(t)
                     done.append(t)
             wall += time.perf_counter() - begin
-            busy += _busy_cpu_seconds()
+            busy += busy_cpu_seconds()
         finally:
             for t in tasks:
                 if t.result:
@@ -409,24 +390,7 @@ def _services(workdir: Path) -> tuple[Any, Any]:
 
 
 def _task_env(workdir: Path, redis_server: Any, emulator: Any) -> dict[str, str]:
-    salesforce = emulator.salesforce_connection()
-    staging = {"conn_type": "redis", "host": redis_server.host, "port": redis_server.port, "extra": {"db": STAGING_DB}}
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(workdir / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW_CONN_SALESFORCE_DEFAULT": json.dumps(salesforce),
-        "AIRFLOW_CONN_DMS_STAGING": json.dumps(staging),
-        "DMS_DATA_ROOT": str(workdir / "data"),
-        "DMS_RESULTS_DIR": str(workdir / "results"),
-        "REQUESTS_CA_BUNDLE": str(emulator.ca_file),
-    }
-
-
-def _rate(rows: int, seconds: float) -> str:
-    return f"{rows / seconds:>12,.0f} rows/s  ({seconds:6.2f} s)"
+    return task_env(workdir, redis_server, emulator, STAGING_DB)
 
 
 @dataclass
@@ -584,7 +548,7 @@ def report(
     def line(label: str, seconds: float, phases: list[Phase], extra: str = "") -> None:
         others = max(p.other_cores for p in phases)
         flag = "  << busy machine" if others > BUSY_CORES else ""
-        print(f"{label:<44}{_rate(rows, seconds)}{extra}   others used {others:.1f} cores{flag}")
+        print(f"{label:<44}{rate(rows, seconds)}{extra}   others used {others:.1f} cores{flag}")
 
     print()
     print(f"best of {len(rounds)} rounds; {rows:,} rows; execute() time only (see the module docstring)")
