@@ -40,9 +40,18 @@ def _parser() -> argparse.ArgumentParser:
     faults = p.add_argument_group("faults (also settable at runtime: PUT /__emulator/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="added latency per API call")
     faults.add_argument("--error-503-rate", type=float, default=0.0, help="share of API calls answered 503")
+    faults.add_argument(
+        "--timeout-rate",
+        type=float,
+        default=0.0,
+        help="share of API calls that take effect but whose answer is lost (the connection drops)",
+    )
     faults.add_argument("--request-limit", type=int, default=None, help="REQUEST_LIMIT_EXCEEDED after N calls")
     faults.add_argument("--lock-row-rate", type=float, default=0.0, help="share of rows failing UNABLE_TO_LOCK_ROW")
     faults.add_argument("--fail-next-bulk-jobs", type=int, default=0, help="the next N bulk jobs end Failed")
+    faults.add_argument(
+        "--fail-after-rows", type=int, default=0, help="a job failed by --fail-next-bulk-jobs first processes N rows"
+    )
     p.add_argument("--log-level", default="warning")
     return p
 
@@ -67,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         faults=Faults(
             latency_ms=args.latency_ms,
             error_503_rate=args.error_503_rate,
+            timeout_rate=args.timeout_rate,
             request_limit=args.request_limit,
             lock_row_rate=args.lock_row_rate,
             fail_next_bulk_jobs=args.fail_next_bulk_jobs,
+            fail_after_rows=args.fail_after_rows,
         ),
         max_upload_bytes=args.max_upload_bytes,
         seed=args.seed,

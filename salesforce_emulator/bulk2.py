@@ -118,6 +118,9 @@ class Job:
     result_header: bytes = b""
     row_offsets: array = field(default_factory=lambda: array("q"))
     abort_requested: bool = False
+    # PUT .../batches requests received, refused ones included: the admin listing shows it, so a
+    # test can prove that a retried load did not upload its chunk a second time.
+    uploads: int = 0
 
     def __post_init__(self) -> None:
         self.system_modstamp = self.system_modstamp or self.created_date
@@ -196,6 +199,9 @@ class Job:
         if self.error_message is not None:
             info["errorMessage"] = self.error_message
         return info
+
+
+_FAULT_MESSAGE = "InternalServerError : job failed by the emulator's fail_next_bulk_jobs fault"
 
 
 class _JobFailed(Exception):
@@ -292,7 +298,14 @@ class Bulk2:
 
     def _run(self) -> None:
         while True:
-            self.run_one(self.queue.get())
+            job = self.queue.get()
+            self._hold(job)
+            self.run_one(job)
+
+    def _hold(self, job: Job) -> None:
+        """Keep `job` queued while the hold_bulk_jobs fault is on (an abort or a reset lets go of it)."""
+        while self.emu.faults.hold_bulk_jobs and not job.abort_requested:
+            time.sleep(0.05)
 
     def run_one(self, job: Job) -> None:
         """Process one queued job on the calling thread (the worker's loop body; tests call it directly)."""
@@ -342,8 +355,12 @@ class Bulk2:
     # ------------------------------------------------------------ ingest
 
     def _ingest(self, job: Job) -> None:
-        if self._take_fault():
-            raise _JobFailed("InternalServerError : job failed by the emulator's fail_next_bulk_jobs fault")
+        failing = self._take_fault()
+        # A Failed job keeps what it processed before it failed (in Salesforce, its finished
+        # internal batches); the fault can let it get this far.
+        fail_at = self.emu.faults.fail_after_rows if failing else None
+        if fail_at is not None and fail_at <= 0:
+            raise _JobFailed(_FAULT_MESSAGE)
         obj = self.emu.schema.get(job.object)
         assert obj is not None and job.upload_path is not None
         with _open_upload(job.upload_path) as handle, _ingest_gc():
@@ -354,8 +371,11 @@ class Bulk2:
             store = self.emu.store
             outcomes = job.outcomes
             while True:
+                take = CHUNK_ROWS if fail_at is None else min(CHUNK_ROWS, fail_at - job.number_processed)
+                if take <= 0:
+                    raise _JobFailed(_FAULT_MESSAGE)
                 try:
-                    records = list(itertools.islice(reader, CHUNK_ROWS))
+                    records = list(itertools.islice(reader, take))
                 except csv.Error as exc:
                     raise _JobFailed(f"ClientInputError : {exc}") from exc
                 if not records:
@@ -417,6 +437,8 @@ class Bulk2:
                 job.number_failed += failed
                 if job.abort_requested:
                     raise _Aborted
+        if fail_at is not None:
+            raise _JobFailed(_FAULT_MESSAGE)
 
     def _check_header(self, job: Job, obj: ObjectDef, header: list[str]) -> None:
         """Fail the job the way Salesforce does for a header it cannot map.
@@ -845,6 +867,8 @@ async def upload(request: Request) -> Response:
     job = bulk.get(request.path_params["job_id"], "ingest")
     if job is None:
         return _not_found()
+    with bulk.lock:
+        job.uploads += 1
     if job.state != "Open":
         return sf_error(400, "INVALIDJOBSTATE", f"Uploading data to a job in state {job.state} is not allowed")
     if job.upload_path is not None:
@@ -952,10 +976,22 @@ def _byte_range(path: str, header: bytes, begin: int, end: int) -> Iterator[byte
             yield block
 
 
+async def admin_ingest_jobs(request: Request) -> Response:
+    """Every ingest job with its state and upload count (an admin endpoint: no session, no faults)."""
+    bulk = _bulk(request)
+    jobs = [
+        {"id": j.id, "object": j.object, "operation": j.operation, "state": j.state, "uploads": j.uploads}
+        for j in bulk.listing("ingest")
+    ]
+    return JSONResponse({"jobs": jobs})
+
+
 def routes(emu: Emulator) -> list[Route]:
     emu.extensions["bulk2"] = Bulk2(emu)
     base = "/services/data/v{version}/jobs"
     return [
+        # Outside /services/data: the gate neither checks a session nor injects faults here.
+        Route("/__emulator/bulk2/ingest", admin_ingest_jobs, methods=["GET"]),
         Route(f"{base}/ingest", ingest_jobs, methods=["GET", "POST"]),
         Route(f"{base}/ingest/{{job_id}}", ingest_job, methods=["GET", "PATCH", "DELETE"]),
         Route(f"{base}/ingest/{{job_id}}/batches", upload, methods=["PUT"]),

@@ -35,11 +35,20 @@ class Faults:
 
     latency_ms: float = 0.0
     error_503_rate: float = 0.0
+    # Share of API calls whose answer is lost: the call takes effect, then the connection drops
+    # before the body arrives, as a client sees it when its read times out.
+    timeout_rate: float = 0.0
     # After this many API calls every further call fails with REQUEST_LIMIT_EXCEEDED.
     request_limit: int | None = None
     lock_row_rate: float = 0.0
     # The next N bulk ingest jobs end in state Failed.
     fail_next_bulk_jobs: int = 0
+    # A job failed by fail_next_bulk_jobs first processes this many of its rows (Salesforce keeps
+    # the results of what a Failed job processed; the rest is in unprocessedrecords).
+    fail_after_rows: int = 0
+    # Bulk API 2.0 jobs stay queued (UploadComplete) until this is set back to false, so that a
+    # test can act while a job is in flight (kill the task that waits for it) without timing it.
+    hold_bulk_jobs: bool = False
     # Re-seeds the random draws of the rate faults, so that a test sees the same faults every run.
     seed: int | None = None
 
@@ -61,6 +70,9 @@ class Emulator:
     api_calls: int = 0
     # Calls that were slowed by the latency fault, so tests can see it without timing anything.
     delayed_calls: int = 0
+    # Calls answered 503 and calls whose answer the timeout fault dropped, for the same reason.
+    unavailable_calls: int = 0
+    lost_answers: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Subsystems register their own state here (bulk jobs, query cursors).
     extensions: dict[str, Any] = field(default_factory=dict)

@@ -139,11 +139,23 @@ class RedisServer:
     host: str
     port: int
     process: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop this private server and start it again on the same port, empty (it keeps no data on disk).
+
+        For fault tests: what a Redis without persistence looks like after a crash or a reboot.
+        Never for the machine's own Redis, which this session did not start.
+        """
+        if self.process is None or self.workdir is None:
+            raise RuntimeError(f"Redis on {self.host}:{self.port} was not started here; refusing to restart it")
+        self.stop()
+        self.process = start_redis(self.workdir, port=self.port).process
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -154,11 +166,9 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def ensure_redis(workdir: Path) -> RedisServer:
-    """Use the Redis on 127.0.0.1:6379 if it answers, else start a private one without persistence."""
-    if _reachable("127.0.0.1", 6379):
-        return RedisServer("127.0.0.1", 6379)
-    port = free_port()
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """A private redis-server on 127.0.0.1 without persistence (no RDB, no AOF), on `port` or a free one."""
+    port = port or free_port()
     log = open(workdir / "redis.log", "ab")  # noqa: SIM115 - the server keeps writing to it
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -170,12 +180,19 @@ def ensure_redis(workdir: Path) -> RedisServer:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if _reachable("127.0.0.1", port):
-            return RedisServer("127.0.0.1", port, process)
+            return RedisServer("127.0.0.1", port, process, workdir)
         if process.poll() is not None:
             break
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"could not start redis-server: see {workdir / 'redis.log'}")
+    raise RuntimeError(f"could not start redis-server on port {port}: see {workdir / 'redis.log'}")
+
+
+def ensure_redis(workdir: Path) -> RedisServer:
+    """Use the Redis on 127.0.0.1:6379 if it answers, else start a private one without persistence."""
+    if _reachable("127.0.0.1", 6379):
+        return RedisServer("127.0.0.1", 6379)
+    return start_redis(workdir)
 
 
 @dataclass

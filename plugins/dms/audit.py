@@ -8,6 +8,10 @@ a key range is cheaper than a query on CouchDB too).
 Failures are classified for the caller: :class:`AuditUnavailable` (connection refused,
 timeouts, 429 and 5xx, still failing after bounded retries, or a document that stays
 contended) is retriable; :class:`AuditRefused` (any other refusal) is fatal.
+
+Retries are bounded by a number of attempts, or, with ``retry_seconds``, by time: the
+operators give a restarting store a minute (the connection extra ``retry_seconds``) before
+their task fails, and Airflow's retry of the task writes the same records again.
 """
 
 from __future__ import annotations
@@ -171,6 +175,8 @@ class Audit:
     backoff_max_seconds: float = 4.0
     #: a document others keep updating is re-read and re-written at most this many times
     max_conflict_attempts: int = 10
+    #: when set, transient failures are retried for this many seconds instead of max_attempts times
+    retry_seconds: float | None = None
 
     def __init__(
         self,
@@ -179,6 +185,7 @@ class Audit:
         *,
         max_attempts: int | None = None,
         backoff_seconds: float | None = None,
+        retry_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.database = database
@@ -188,6 +195,10 @@ class Audit:
             self.max_attempts = max_attempts
         if backoff_seconds is not None:
             self.backoff_seconds = backoff_seconds
+        if retry_seconds is not None:
+            if retry_seconds < 0:
+                raise ValueError("retry_seconds must not be negative")
+            self.retry_seconds = retry_seconds
         self._ensured = False
 
     @classmethod
@@ -448,7 +459,10 @@ class Audit:
         from ibm_cloud_sdk_core import ApiException
 
         last: BaseException | None = None
-        for attempt in range(1, self.max_attempts + 1):
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
             retry_after = 0.0
             try:
                 return request().get_result()
@@ -463,23 +477,31 @@ class Audit:
                 retry_after = _retry_after(exc)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 last = exc
-            if attempt < self.max_attempts:
-                backoff = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-                delay = max(retry_after, backoff * random.uniform(0.5, 1.0))
-                log.warning(
-                    "audit store: could not %s (%s), attempt %s of %s; retrying in %.2f s",
-                    what,
-                    _describe(last),
-                    attempt,
-                    self.max_attempts,
-                    delay,
-                )
-                time.sleep(delay)
+            backoff = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+            delay = max(retry_after, backoff * random.uniform(0.5, 1.0))
+            if self.retry_seconds is None:
+                again, budget = attempt < self.max_attempts, f"attempt {attempt} of {self.max_attempts}"
+            else:
+                # A time budget rather than a count: a store that restarts takes seconds to tens of
+                # seconds, whatever the backoff; the last wait is cut to end with the budget.
+                left = self.retry_seconds - (time.monotonic() - started)
+                delay = min(delay, max(left, 0.0))
+                again = left > 0
+                budget = f"attempt {attempt}, {max(left, 0.0):.0f} s of {self.retry_seconds:.0f} s left"
+            if not again:
+                break
+            log.warning("audit store: could not %s (%s), %s; retrying in %.2f s", what, _describe(last), budget, delay)
+            time.sleep(delay)
+        waited = time.monotonic() - started
         raise AuditUnavailable(
-            f"audit store unavailable: could not {what} in {self.database!r} after {self.max_attempts} attempts "
-            f"({_describe(last)})",
-            attempts=self.max_attempts,
+            f"audit store {self._url()} unavailable: could not {what} in {self.database!r} after {attempt} "
+            f"attempts in {waited:.0f} s ({_describe(last)})",
+            attempts=attempt,
         ) from last
+
+    def _url(self) -> str:
+        # The service URL never holds credentials (DmsCloudantHook refuses them there).
+        return str(getattr(self.client, "service_url", "") or "(no URL)")
 
 
 def _describe(exc: BaseException | None) -> str:

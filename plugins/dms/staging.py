@@ -22,6 +22,23 @@ class StageMissingError(FatalError):
     """A staged chunk is gone (expired, or Redis lost its data): the step before must run again."""
 
 
+def stage_missing_message(key: ChunkKey, kind: str, ttl_seconds: int) -> str:
+    """What a task says when a chunk's staged table is gone: which one, why it may be, what to do.
+
+    Staged data is never rebuilt inside a later step: that step would have to re-read the
+    source up to this chunk, and the ledgers that keep retries from loading twice went with
+    it. The run fails instead, and the remedy re-stages the whole object in order.
+    """
+    # Lock-retry and relink ledgers live under "<object>~..."; the task group is the object.
+    obj = key.object_name.split("~", 1)[0]
+    return (
+        f"run {key.run_id} of {key.dag_id}: the staged {kind!r} table of chunk {key.chunk} of {obj} is missing "
+        f"from Redis (Redis restarted or failed over without its data, evicted it, or the stage outlived its "
+        f"{ttl_seconds // 3600} h TTL). To stage the source again, clear this run's task {obj}.extract together "
+        "with its downstream tasks, or trigger a new run."
+    )
+
+
 @dataclass(frozen=True)
 class ChunkKey:
     """Where one chunk of one object of one run lives."""
@@ -68,10 +85,7 @@ class Stage:
 
         payload = self.client.get(key.redis_key(kind))
         if payload is None:
-            raise StageMissingError(
-                f"staged {kind} chunk {key.chunk} of {key.object_name} (run {key.run_id}) is missing from Redis: "
-                "it expired or Redis lost its data; clear the upstream task of this chunk to stage it again"
-            )
+            raise StageMissingError(stage_missing_message(key, kind, self.ttl))
         with pa.ipc.open_stream(pa.py_buffer(payload)) as reader:
             return reader.read_all()
 

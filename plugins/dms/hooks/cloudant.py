@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 # What IBM Cloudant account names look like; anything else is a host or a URL.
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# How long the DMS tasks retry an audit write while the store does not answer: long enough for
+# a CouchDB restart, short enough that a store that is really down fails the task, whose
+# Airflow retry (after its retry_delay) then writes the same records.
+DEFAULT_RETRY_SECONDS = 60.0
 
 
 class DmsCloudantHook(CloudantHook):
@@ -33,7 +37,9 @@ class DmsCloudantHook(CloudantHook):
     login). Basic rather than the session login: pouchdb-server refuses ibmcloudant's
     session request and the SDK then hangs, while Basic works on CouchDB and pouchdb-server.
 
-    Extras: ``timeout`` (seconds, for both connect and read) overrides the SDK's 60 s / 150 s.
+    Extras: ``timeout`` (seconds, for both connect and read) overrides the SDK's 60 s / 150 s;
+    ``retry_seconds`` (default 60) is how long the DMS tasks retry a write the store does not
+    answer before their task fails.
     """
 
     conn_name_attr = "cloudant_conn_id"
@@ -53,7 +59,10 @@ class DmsCloudantHook(CloudantHook):
                 "login": "Username (or API key)",
                 "schema": "URL scheme (http or https, CouchDB only)",
             },
-            "placeholders": {"host": "myaccount  or  http://127.0.0.1:5984", "extra": '{"timeout": 30}'},
+            "placeholders": {
+                "host": "myaccount  or  http://127.0.0.1:5984",
+                "extra": '{"timeout": 30, "retry_seconds": 60}',
+            },
         }
 
     @cached_property
@@ -91,6 +100,21 @@ class DmsCloudantHook(CloudantHook):
     def get_conn(self) -> CloudantV1:
         """Return the cached CloudantV1 client (the provider builds a new one on every call)."""
         return self.client
+
+    @cached_property
+    def retry_seconds(self) -> float:
+        """Seconds to keep retrying an audit request the store does not answer (extra ``retry_seconds``)."""
+        value = self.get_connection(self.cloudant_conn_id).extra_dejson.get("retry_seconds", DEFAULT_RETRY_SECONDS)
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if not seconds >= 0:  # also refuses NaN
+            raise FatalError(
+                f"Cloudant connection {self.cloudant_conn_id!r}: extra 'retry_seconds' must be a number of seconds "
+                f"(0 or more), not {value!r}"
+            )
+        return seconds
 
     def _couchdb_url(self, conn: Connection) -> str | None:
         """The service URL for a CouchDB connection, or None for a Cloudant account name."""

@@ -24,6 +24,10 @@ class DmsSalesforceHook(SalesforceHook):
     password set) or client-credentials grant (only ``consumer_key`` and ``consumer_secret``)
     itself and hands simple_salesforce the session and instance URL. With ``instance_url``
     and a ``session_id`` it uses the session as given. Otherwise it behaves like the provider.
+
+    Every call goes through a session with DMS's retry policy (dms.salesforce.http): the extra
+    ``timeout`` is the longest wait in seconds for an answer (default 120), ``max_retries`` how
+    many times a call that is safe to repeat is sent again after a passing fault (default 4).
     """
 
     hook_name = "Salesforce (DMS)"
@@ -34,6 +38,8 @@ class DmsSalesforceHook(SalesforceHook):
 
         connection = self.get_connection(self.conn_id)
         extras = connection.extra_dejson
+        if self.session is None:
+            self.session = self._retrying_session(extras)
         version = str(self._get_field(extras, "version") or DEFAULT_API_VERSION)
         token_url = self._get_field(extras, "token_url")
         if self.session_id is None and token_url:
@@ -52,6 +58,24 @@ class DmsSalesforceHook(SalesforceHook):
                 instance_url=instance_url, session_id=self.session_id, version=version, session=self.session
             )
         return super().conn
+
+    def _retrying_session(self, extras: dict) -> Any:
+        from dms.salesforce.http import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, salesforce_session
+
+        settings: dict[str, float] = {}
+        for name, default, kind in (("timeout", DEFAULT_TIMEOUT, float), ("max_retries", DEFAULT_MAX_RETRIES, int)):
+            value = extras.get(name)  # not _get_field: it turns a deliberate 0 into "unset"
+            try:
+                settings[name] = kind(default if value in (None, "") else value)
+            except (TypeError, ValueError):
+                raise FatalError(
+                    f"Salesforce connection {self.conn_id!r}: the extra {name!r} must be a number, not {value!r}"
+                ) from None
+            if name == "timeout" and settings[name] <= 0:
+                raise FatalError(f"Salesforce connection {self.conn_id!r}: the extra 'timeout' must be more than 0")
+            if settings[name] < 0:
+                raise FatalError(f"Salesforce connection {self.conn_id!r}: the extra {name!r} must be 0 or more")
+        return salesforce_session(settings["timeout"], int(settings["max_retries"]))
 
     def _oauth_token(self, token_url: str, login: str | None, password: str | None, extras: dict) -> dict[str, Any]:
         import requests

@@ -77,7 +77,9 @@ class DmsOperator(BaseOperator):
         return default if value is None else value
 
     def audit(self) -> Any:
+        """The audit store, retrying a store that does not answer for the connection's retry_seconds."""
         from dms.audit import Audit
         from dms.hooks.cloudant import DmsCloudantHook
 
-        return Audit(DmsCloudantHook(cloudant_conn_id=self.spec.connections.audit).get_conn())
+        hook = DmsCloudantHook(cloudant_conn_id=self.spec.connections.audit)
+        return Audit(hook.get_conn(), retry_seconds=hook.retry_seconds)

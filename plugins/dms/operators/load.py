@@ -20,6 +20,10 @@ from dms.staging import ChunkKey
 REJECT_COLUMNS = ["row", "key", "field", "reason", "code"]
 # Pause before re-sending rows that failed with UNABLE_TO_LOCK_ROW, times the attempt number.
 LOCK_PAUSE_SECONDS = 0.5
+# New jobs for the rows a Failed Bulk job left unprocessed, before they count as failed.
+UNPROCESSED_RETRIES = 2
+# A Failed job's errorMessage that blames the upload itself: sending the same rows again cannot help.
+_INPUT_FAULTS = ("InvalidBatch", "ClientInputError")
 
 ROW = "__row"
 
@@ -183,11 +187,76 @@ class LoadOperator(DmsOperator):
         out: dict[str, Any],
         started: float,
     ) -> dict[str, Any]:
+        result = self._retry_unprocessed_rows(stage, key, frame, columns, result)
         result = self._retry_locked_rows(stage, key, frame, columns, result)
+        self._created_by_this_run(stage, key, result)
         self.stage_results(stage, key, frame, result)
         self.register_keys(stage, context, frame, result.loaded)
         out.update(result.counts())
         return self._audited(key, out, result.failures, started, result.api)
+
+    def _created_by_this_run(self, stage: Any, key: Any, result: JobResult) -> None:
+        """Count as created the upserted records that did not exist before the chunk's first upload.
+
+        An upsert sent again after its answer was lost (dms.salesforce.http) is told "updated"
+        for the records the lost call created. The before-images, captured before anything was
+        sent, tell those apart, so that a rollback deletes them instead of leaving them behind.
+        """
+        from dms.staging import StageMissingError
+
+        if self.obj.operation != "upsert" or not self.spec.before_images:
+            return
+        try:
+            existed = {str(i)[:15] for i in stage.get_table(key, "before").column("Id").to_pylist()}
+        except StageMissingError:
+            return
+        for row in result.loaded:
+            if not row["created"] and row["id"] and str(row["id"])[:15] not in existed:
+                row["created"] = True
+
+    def _retry_unprocessed_rows(
+        self, stage: Any, key: Any, frame: Any, columns: list[str], result: JobResult
+    ) -> JobResult:
+        """Send the rows a Failed Bulk job never processed again, in a new job, a bounded number of times.
+
+        Salesforce keeps what a Failed job processed: those rows stay loaded or failed as its
+        results say, and are never sent again. Only its unprocessed rows are, each attempt in a
+        job with its own ledger (`<object>~unprocessed<n>`), so a retried task neither repeats
+        an attempt that completed nor loses one that did not. Rows still unprocessed after the
+        last attempt, or when the job failed on its input (InvalidBatch, ClientInputError: the
+        same rows would fail the same way), stay failed with the job's errorMessage.
+        """
+        obj = self.obj
+        attempt = 0
+        while attempt < UNPROCESSED_RETRIES:
+            pending = [f for f in result.failures if f["code"] == "UNPROCESSED"]
+            if not pending or any(f["message"].startswith(_INPUT_FAULTS) for f in pending):
+                break
+            attempt += 1
+            rows = {f["row"] for f in pending}
+            subset = frame[frame[ROW].astype(int).isin(rows)].reset_index(drop=True)
+            retry_key = ChunkKey(key.dag_id, key.run_id, f"{key.object_name}~unprocessed{attempt}", key.chunk)
+            sf = self.salesforce()
+            if self._small(subset):
+                again = self._via_collections(stage, retry_key, sf, subset, columns)
+            else:
+                again = run_bulk_job(
+                    self, stage, retry_key, sf, obj.sobject, obj.operation, obj.external_id, subset, columns, 1.0
+                )
+            self.log.warning(
+                "chunk %s of %s: %s rows a Failed job left unprocessed (%s) sent again in a new job, attempt %s: "
+                "%s loaded",
+                key.chunk,
+                obj.name,
+                len(subset),
+                pending[0]["message"][:200],
+                attempt,
+                len(again.loaded),
+            )
+            result.loaded += again.loaded
+            result.failures = [f for f in result.failures if f["row"] not in rows] + again.failures
+        result.unprocessed_retries = attempt
+        return result
 
     def _retry_locked_rows(self, stage: Any, key: Any, frame: Any, columns: list[str], result: JobResult) -> JobResult:
         """Send again only the rows that failed with UNABLE_TO_LOCK_ROW, a few times, with a pause.
@@ -446,24 +515,35 @@ class LoadOperator(DmsOperator):
         self, key: Any, out: dict[str, Any], failures: list[dict[str, Any]], started: float, api: str = "none"
     ) -> dict:
         """Write the chunk's audit record (a retry overwrites its own) and return the XCom value."""
+        from dms.audit import AuditUnavailable
         from dms.row_results import chunk_attachments
 
         codes = Counter(f["code"] for f in failures)
         kinds = ["relink_failures"] if self.kind else ["rejects", "load_rejects", "failures", "successes"]
-        self.audit().write_chunk(
-            key.dag_id,
-            key.run_id,
-            key.object_name + (f".{self.kind.rstrip('_')}" if self.kind else ""),
-            key.chunk,
-            {
-                **out,
-                "api": api,
-                "error_codes": dict(codes),
-                "load_seconds": round(time.time() - started, 3),
-            },
-            # Every row's result, so the audit explains the run after the stage has expired.
-            attachments=chunk_attachments(self.stage(), key, self.obj, kinds),
-        )
+        try:
+            self.audit().write_chunk(
+                key.dag_id,
+                key.run_id,
+                key.object_name + (f".{self.kind.rstrip('_')}" if self.kind else ""),
+                key.chunk,
+                {
+                    **out,
+                    "api": api,
+                    "error_codes": dict(codes),
+                    "load_seconds": round(time.time() - started, 3),
+                },
+                # Every row's result, so the audit explains the run after the stage has expired.
+                attachments=chunk_attachments(self.stage(), key, self.obj, kinds),
+            )
+        except AuditUnavailable as exc:
+            # Retriable: the results are staged and the ledger knows the job, so Airflow's retry of
+            # this task writes the record without sending a row to Salesforce again.
+            raise AuditUnavailable(
+                f"chunk {key.chunk} of {key.object_name} in run {key.run_id}: the audit record could not be "
+                f"written: {exc}. The results are kept in the stage: a retry of this task writes the record and "
+                "sends nothing to Salesforce again.",
+                attempts=exc.attempts,
+            ) from exc
         return out
 
     def _resume(self, client: Any, ledger: dict[str, str]) -> dict[str, Any] | None:
@@ -566,6 +646,7 @@ class JobResult:
     api: str
     deferred: bool = False  # the job was waited for in the triggerer
     lock_retries: int = 0  # attempts that re-sent rows failing with UNABLE_TO_LOCK_ROW
+    unprocessed_retries: int = 0  # new jobs for the rows a Failed job left unprocessed
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -576,6 +657,7 @@ class JobResult:
             "job_state": self.state,
             "deferred": self.deferred,
             "lock_retries": self.lock_retries,
+            "unprocessed_retries": self.unprocessed_retries,
         }
 
 

@@ -28,7 +28,8 @@ class Bulk2Error(FatalError):
 class Bulk2Client:
     """The documented Bulk API 2.0 ingest and query resources, over an authenticated simple_salesforce session."""
 
-    def __init__(self, sf: Salesforce, timeout: float = 300.0) -> None:
+    def __init__(self, sf: Salesforce, timeout: float | None = None) -> None:
+        # None: the session's timeout (the Salesforce connection's extra `timeout`).
         self.sf = sf
         self.base = sf.bulk2_url + "ingest"
         self.query_base = sf.bulk2_url + "query"
@@ -43,6 +44,7 @@ class Bulk2Client:
         data: bytes | None = None,
         csv: bool = False,
         params: dict[str, str] | None = None,
+        repeatable: bool = False,
     ) -> Any:
         from dms.salesforce.http import call
 
@@ -62,19 +64,41 @@ class Bulk2Client:
             json=json,
             data=data,
             params=params,
+            repeatable_call=repeatable,
         )
 
     def create_job(self, sobject: str, operation: str, external_id: str | None = None) -> dict[str, Any]:
+        """Create an Open ingest job.
+
+        Repeated after a lost answer: the job the lost answer named, if Salesforce made it, has
+        no data and is never closed, so it processes nothing (it only shows in the job list).
+        """
         body: dict[str, Any] = {"object": sobject, "operation": operation, "contentType": "CSV", "lineEnding": "LF"}
         if external_id:
             body["externalIdFieldName"] = external_id
-        return self._call("POST", self.base, json=body).json()
+        return self._call("POST", self.base, json=body, repeatable=True).json()
 
     def upload(self, job_id: str, csv_bytes: bytes) -> None:
+        """The job's one upload. Never repeated after a lost answer (OutcomeUnknownError instead).
+
+        Salesforce takes one upload per job and refuses a second; whether a lost one arrived
+        whole is not something its documented API tells. The caller aborts the Open job
+        instead (nothing of an Open job is processed) and loads the rows in a new one.
+        """
         self._call("PUT", f"{self.base}/{job_id}/batches", data=csv_bytes)
 
     def set_state(self, job_id: str, state: Literal["UploadComplete", "Aborted"]) -> dict[str, Any]:
-        return self._call("PATCH", f"{self.base}/{job_id}", json={"state": state}).json()
+        """Close or abort the job; a repeat after a lost answer that finds the job there already is success."""
+        try:
+            return self._call("PATCH", f"{self.base}/{job_id}", json={"state": state}, repeatable=True).json()
+        except Bulk2Error as exc:
+            if "INVALIDJOBSTATE" not in str(exc):
+                raise
+            job = self.get_job(job_id)
+            reached = job["state"] == "Aborted" if state == "Aborted" else job["state"] not in ("Open", "Aborted")
+            if not reached:
+                raise
+            return job
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"{self.base}/{job_id}").json()
@@ -98,7 +122,8 @@ class Bulk2Client:
             "columnDelimiter": "COMMA",
             "lineEnding": "LF",
         }
-        return self._call("POST", self.query_base, json=body).json()
+        # Repeatable: a query job changes no data; one orphaned by a lost answer only reads.
+        return self._call("POST", self.query_base, json=body, repeatable=True).json()
 
     def get_query_job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"{self.query_base}/{job_id}").json()
@@ -126,10 +151,10 @@ class Bulk2Client:
         return resp.content, None if following in (None, "", "null") else following
 
     def abort_query_job(self, job_id: str) -> dict[str, Any]:
-        return self._call("PATCH", f"{self.query_base}/{job_id}", json={"state": "Aborted"}).json()
+        return self._call("PATCH", f"{self.query_base}/{job_id}", json={"state": "Aborted"}, repeatable=True).json()
 
     def delete_query_job(self, job_id: str) -> None:
-        self._call("DELETE", f"{self.query_base}/{job_id}")
+        self._call("DELETE", f"{self.query_base}/{job_id}", repeatable=True)
 
 
 def _poll(get: Callable[[str], dict[str, Any]], job_id: str, poll_seconds: float, sleep: Callable[[float], None]):

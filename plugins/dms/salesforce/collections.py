@@ -26,9 +26,7 @@ BATCH = 200  # Salesforce's limit per Collections call
 NUMBER_TYPES = {"int", "long", "double", "currency", "percent"}
 
 
-def json_record(
-    sobject: str, columns: Sequence[str], values: Sequence[str], types: dict[str, str]
-) -> dict[str, Any]:
+def json_record(sobject: str, columns: Sequence[str], values: Sequence[str], types: dict[str, str]) -> dict[str, Any]:
     """One ready row as a Collections record, with the Bulk CSV's meaning of every cell."""
     record: dict[str, Any] = {"attributes": {"type": sobject}}
     for column, value in zip(columns, values, strict=True):
@@ -57,7 +55,8 @@ def _batches(items: Sequence[Any]) -> Iterator[tuple[int, Sequence[Any]]]:
 class CollectionsClient:
     """The documented sObject Collections resources over a simple_salesforce session."""
 
-    def __init__(self, sf: Salesforce, timeout: float = 120.0) -> None:
+    def __init__(self, sf: Salesforce, timeout: float | None = None) -> None:
+        # None: the session's timeout (the Salesforce connection's extra `timeout`).
         self.sf = sf
         self.base = sf.base_url + "composite/sobjects"
         self.timeout = timeout
@@ -70,14 +69,20 @@ class CollectionsClient:
     def send(
         self, operation: str, sobject: str, external_id: str | None, records: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """One call of at most 200 records; one result per record, in order."""
+        """One call of at most 200 records; one result per record, in order.
+
+        An update or an upsert by external id is sent again after a lost answer (doing it twice
+        leaves the same records); an insert or a delete is not (OutcomeUnknownError): a second
+        insert would create the records twice, a second delete would report them as failed.
+        """
         if operation == "insert":
             return self._call("POST", self.base, json={"allOrNone": False, "records": list(records)})
         if operation == "update":
-            return self._call("PATCH", self.base, json={"allOrNone": False, "records": list(records)})
+            body = {"allOrNone": False, "records": list(records)}
+            return self._call("PATCH", self.base, json=body, repeatable_call=True)
         if operation == "upsert":
             url = f"{self.base}/{sobject}/{external_id}"
-            return self._call("PATCH", url, json={"allOrNone": False, "records": list(records)})
+            return self._call("PATCH", url, json={"allOrNone": False, "records": list(records)}, repeatable_call=True)
         if operation == "delete":
             ids = ",".join(str(r["Id"]) for r in records)
             return self._call("DELETE", self.base, params={"ids": ids, "allOrNone": "false"})
