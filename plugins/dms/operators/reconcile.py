@@ -5,17 +5,42 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
 from dms.errors import ReconcileError
 from dms.operators.base import DmsOperator, results_root
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from dms.staging import ChunkKey
+
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The object's reports: the staged tables each merges (the first must exist), their columns,
+# and the report's header for them (Data Loader's names).
+REPORTS: dict[str, tuple[tuple[str, ...], list[str], list[str]]] = {
+    "rejects": (
+        ("rejects", "load_rejects"),
+        ["row", "key", "field", "reason", "code"],
+        ["row", "key", "field", "reason", "code"],
+    ),
+    "errors": (
+        ("failures", "relink_failures"),
+        ["row", "key", "id", "field", "code", "message"],
+        ["row", "key", "salesforce_id", "field", "error_code", "message"],
+    ),
+    "success": (("successes",), ["row", "key", "id", "created"], ["row", "key", "salesforce_id", "created"]),
+}
+MISSING_PARENT = "MISSING_PARENT"
+# csv.writer's default (Excel) line ending, which the reports have always had.
+_LINE_END = "\r\n"
 
 
 def safe_cell(value: Any) -> str:
@@ -24,12 +49,91 @@ def safe_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def safe_cells(values: pa.Array) -> pa.Array:
+    """`safe_cell` on a text column."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    starts = pc.match_substring_regex(values, "^[" + re.escape("".join(_FORMULA_START)) + "]")
+    if not pc.any(starts).as_py():
+        return values
+    quoted = pc.binary_join_element_wise(pa.scalar("'", values.type), values, pa.scalar("", values.type))
+    return pc.if_else(starts, quoted, values)
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows([[safe_cell(v) for v in row] for row in rows])
+
+
+def write_reports(stage: Any, keys: Iterable[ChunkKey], out_dir: Path, object_name: str) -> tuple[Path, Path, Path]:
+    """The object's reject, error and success CSVs (and its missing-parent CSV), chunk by chunk.
+
+    Each chunk's staged results are appended as soon as they are read, in row order within
+    the chunk and chunks in order (rows are numbered across chunks, so that is source order):
+    memory holds one chunk, whatever the run's size. The files are written under a temporary
+    name and renamed at the end, so a reader never sees half a report.
+    """
+    import pyarrow.compute as pc
+
+    from dms.row_results import concat_text, csv_bytes, header_bytes, sort_by_row, table_text
+    from dms.staging import StageMissingError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / f"{object_name}_{name}.csv" for name in REPORTS}
+    missing_path = out_dir / f"{object_name}_missing_parents.csv"
+    partial = {
+        name: path.with_name(path.name + ".partial") for name, path in {**paths, "missing": missing_path}.items()
+    }
+    try:
+        with contextlib.ExitStack() as files:
+            out = {name: files.enter_context(partial[name].open("wb")) for name in REPORTS}
+            missing = None
+            for name, (_, _, header) in REPORTS.items():
+                out[name].write(header_bytes(header, _LINE_END))
+            for key in keys:
+                for name, (kinds, columns, header) in REPORTS.items():
+                    parts = []
+                    for kind in kinds:
+                        try:
+                            table = stage.get_table(key, kind)
+                        except StageMissingError:
+                            if kind == "rejects":
+                                raise  # the transform stages its rejects, even none
+                            continue  # dry runs and empty chunks load nothing, so they stage no load results
+                        parts.append(table_text(table, columns))
+                        del table
+                    if not parts:
+                        continue
+                    rows = sort_by_row(concat_text(parts, columns))
+                    if not len(rows["row"]):
+                        continue
+                    cells = {c: safe_cells(values) for c, values in rows.items()}
+                    out[name].write(csv_bytes(cells, _LINE_END))
+                    if name == "rejects":
+                        # The missing-parent report: which parent keys to load (or fix) first.
+                        is_missing = pc.equal(rows["code"], MISSING_PARENT)
+                        if pc.any(is_missing).as_py():
+                            if missing is None:
+                                missing = files.enter_context(partial["missing"].open("wb"))
+                                missing.write(header_bytes(header, _LINE_END))
+                            missing.write(csv_bytes({c: v.filter(is_missing) for c, v in cells.items()}, _LINE_END))
+        for name, path in paths.items():
+            os.replace(partial[name], path)
+        if missing is not None:
+            os.replace(partial["missing"], missing_path)
+        else:
+            # A report from an earlier try of this task would otherwise outlive its rows.
+            missing_path.unlink(missing_ok=True)
+    finally:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+    return paths["rejects"], paths["errors"], paths["success"]
 
 
 class ReconcileOperator(DmsOperator):
@@ -100,14 +204,11 @@ class ReconcileOperator(DmsOperator):
             if source != outcome + counts["rejected"]:
                 problems.append(
                     f"{obj.name}: {source} source rows but "
-                    + (
-                        f"{outcome} would load"
-                        if dry_run
-                        else f"{counts['loaded']} loaded + {counts['failed']} failed"
-                    )
+                    + (f"{outcome} would load" if dry_run else f"{counts['loaded']} loaded + {counts['failed']} failed")
                     + f" + {counts['rejected']} rejected"
                 )
-            reports = self._write_reports(stage, context, obj.name, sorted(transformed), out_dir)
+            keys = (self.chunk_key(context, chunk, obj.name) for chunk in sorted(transformed))
+            reports = write_reports(stage, keys, out_dir, obj.name)
             counts["rejects_csv"], counts["errors_csv"], counts["success_csv"] = (str(p) for p in reports)
             if source and not dry_run and counts["failed"] / source > max_error_rate:
                 problems.append(
@@ -165,39 +266,3 @@ class ReconcileOperator(DmsOperator):
             "start_date": iso(getattr(dag_run, "start_date", None)),
             "end_date": datetime.now(UTC).isoformat(),
         }
-
-    def _write_reports(
-        self, stage: Any, context: Context, object_name: str, chunks: list[int], out_dir: Path
-    ) -> tuple[Path, Path, Path]:
-        """The object's reject, error and success CSVs, merged from every chunk's staged results."""
-        from dms.staging import StageMissingError
-
-        rows: dict[str, list[list[Any]]] = {"rejects": [], "failures": [], "successes": []}
-        for chunk in chunks:
-            key = self.chunk_key(context, chunk, object_name)
-            rows["rejects"].extend(list(r.values()) for r in stage.get_table(key, "rejects").to_pylist())
-            for kind, into in (
-                ("load_rejects", "rejects"),
-                ("failures", "failures"),
-                ("relink_failures", "failures"),
-                ("successes", "successes"),
-            ):
-                # Dry runs and empty chunks load nothing, so they stage no load results.
-                with contextlib.suppress(StageMissingError):
-                    rows[into].extend(list(r.values()) for r in stage.get_table(key, kind).to_pylist())
-        paths = (
-            out_dir / f"{object_name}_rejects.csv",
-            out_dir / f"{object_name}_errors.csv",
-            out_dir / f"{object_name}_success.csv",
-        )
-        rows["rejects"].sort(key=lambda r: int(r[0]))
-        write_csv(paths[0], ["row", "key", "field", "reason", "code"], rows["rejects"])
-        missing = [r for r in rows["rejects"] if r[4] == "MISSING_PARENT"]
-        if missing:
-            # The missing-parent report: which parent keys to load (or fix) first.
-            write_csv(
-                out_dir / f"{object_name}_missing_parents.csv", ["row", "key", "field", "reason", "code"], missing
-            )
-        write_csv(paths[1], ["row", "key", "salesforce_id", "field", "error_code", "message"], rows["failures"])
-        write_csv(paths[2], ["row", "key", "salesforce_id", "created"], rows["successes"])
-        return paths
