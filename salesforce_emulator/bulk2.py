@@ -624,6 +624,8 @@ def _result_stream(bulk: Bulk2, job: Job, kind: str) -> Iterator[bytes]:
         first = handle.readline()
         header = [h.strip() for h in next(csv.reader([first], delimiter=d), [])]
         yield _header_line(prefix, header, d, nl).encode()
+        if (kind == "failed" and not outcomes.errors) or (kind == "unprocessed" and not ended):
+            return  # no line to render: spare re-reading the whole upload
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=d, lineterminator=nl, quoting=csv.QUOTE_ALL)
         try:

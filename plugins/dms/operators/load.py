@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,68 +23,6 @@ UNPROCESSED_RETRIES = 2
 _INPUT_FAULTS = ("InvalidBatch", "ClientInputError")
 
 ROW = "__row"
-
-
-def to_bulk_csv(frame: Any, columns: list[str]) -> bytes:
-    """The ready rows as the CSV Bulk API 2.0 takes: UTF-8, LF, every cell quoted."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(frame[columns].itertuples(index=False, name=None))
-    return buffer.getvalue().encode("utf-8")
-
-
-def _parse_results(payload: bytes) -> tuple[list[str], list[list[str]]]:
-    reader = csv.reader(io.StringIO(payload.decode("utf-8-sig")))
-    header = next(reader, [])
-    return header, list(reader)
-
-
-_FIELDS_RE = re.compile(r"[A-Za-z0-9_.]+(?:,[A-Za-z0-9_.]+)*")
-
-
-def split_bulk_error(text: str) -> tuple[str, str, str]:
-    """A Bulk API 2.0 `sf__Error` ("CODE:message:Field1,Field2 --") as (code, message, fields)."""
-    code, _, rest = text.partition(":")
-    rest = rest.rstrip(" -")
-    head, sep, tail = rest.rpartition(":")
-    if sep and (not tail.strip() or _FIELDS_RE.fullmatch(tail.strip())):
-        return code, head.strip(), tail.strip()
-    return code, rest.strip(), ""
-
-
-def match_results(
-    frame: Any, columns: list[str], success: bytes, failed: bytes, unprocessed: bytes, job_error: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Pair each result line with its source row by the uploaded values.
-
-    Salesforce processes a job's rows in parallel and does not promise result order, but it
-    echoes every uploaded column, so the values identify the row (identical rows are
-    interchangeable, and are matched one to one).
-    """
-    pending: dict[tuple[str, ...], deque[int]] = defaultdict(deque)
-    for values in frame[[ROW, *columns]].itertuples(index=False, name=None):
-        pending[tuple(str(v) for v in values[1:])].append(int(values[0]))
-
-    def take(values: list[str]) -> int:
-        queue = pending.get(tuple(values))
-        if not queue:
-            raise ReconcileError(f"Salesforce returned a result for a row that was not uploaded: {values[:3]}")
-        return queue.popleft()
-
-    loaded: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    header, rows = _parse_results(success)
-    for line in rows:
-        loaded.append({"row": take(line[2:]), "id": line[0], "created": line[1] == "true"})
-    header, rows = _parse_results(failed)
-    for line in rows:
-        code, message, fields = split_bulk_error(line[1])
-        failures.append({"row": take(line[2:]), "id": line[0], "field": fields, "code": code, "message": message})
-    header, rows = _parse_results(unprocessed)
-    for line in rows:
-        failures.append({"row": take(line), "id": "", "code": "UNPROCESSED", "message": job_error or "not processed"})
-    return loaded, failures
 
 
 class LoadOperator(DmsOperator):
@@ -415,13 +350,14 @@ class LoadOperator(DmsOperator):
         column = obj.external_id or next((c for c in frame.columns if c.lower() == "id"), None)
         if column is None or frame.empty:
             return None
+        # Python lists first: stepping through an Arrow-backed Series costs a call per value.
         values = frame[column].astype(str)
-        normal = values if not obj.external_id else values.str.lower()
+        normal = (values if not obj.external_id else values.str.lower()).tolist()
         rows = frame[ROW].astype(int).tolist()
         claims = [(k, f"{key.chunk}:{r}") for k, r in zip(normal, rows, strict=True) if k]
         name = f"dms:keys-claimed:{key.dag_id}:{key.run_id}:{key.object_name}"
         found: list[dict[str, Any]] = []
-        by_key = dict(zip(normal, values, strict=True))
+        by_key = dict(zip(normal, values.tolist(), strict=True))
         for start in range(0, len(claims), _CLAIM_BATCH):
             part = claims[start : start + _CLAIM_BATCH]
             args = [stage.ttl, *(x for pair in part for x in pair)]
@@ -456,14 +392,14 @@ class LoadOperator(DmsOperator):
                 sobject = self.spec.object(parent_obj).sobject
             else:
                 sobject = _referenced_sobject(describe, relationship)
-            values = frame[column].astype(str)
+            values = frame[column].astype(str).tolist()
             wanted = {v.lower() for v in values if v}
             known: set[str] = set()
             if parent_obj and wanted:
                 known = loaded_keys(stage, dag_id, run_id, parent_obj, wanted)
             if wanted - known:
                 known |= existing_keys(sf, sobject, ext_id, wanted - known)
-            for row, value in zip(frame[ROW].astype(int), values, strict=True):
+            for row, value in zip(frame[ROW].astype(int).tolist(), values, strict=True):
                 if value and value.lower() not in known and row not in rejected:
                     rejected.add(row)
                     found_rows.append(
@@ -490,17 +426,18 @@ class LoadOperator(DmsOperator):
 
         # The external id is the key people recognise in a report; without one, the record Id.
         key_column = self.obj.external_id or next((c for c in frame.columns if c.lower() == "id"), None)
-        key_values = frame[key_column] if key_column in frame else [""] * len(frame)
-        keys = dict(zip(frame[ROW].astype(int), key_values, strict=True))
-        success_table = pd_frame(
-            [
-                {"row": r["row"], "key": keys.get(r["row"], ""), "id": r["id"], "created": r["created"]}
-                for r in result.loaded
-            ],
-            ["row", "key", "id", "created"],
-        )
+        key_values = frame[key_column].tolist() if key_column in frame else [""] * len(frame)
+        keys = dict(zip(frame[ROW].astype(int).tolist(), key_values, strict=True))
+        loaded = result.loaded
+        # Column by column, all text (as the reports and the retry read them): a chunk has 100k rows.
+        successes = {
+            "row": [str(r["row"]) for r in loaded],
+            "key": [str(keys.get(r["row"], "")) for r in loaded],
+            "id": [str(r["id"]) for r in loaded],
+            "created": [str(r["created"]) for r in loaded],
+        }
         stage.put_table(key, "failures", _failure_table(result.failures, keys))
-        stage.put_table(key, "successes", pa.Table.from_pandas(success_table.astype(str), preserve_index=False))
+        stage.put_table(key, "successes", pa.table({k: pa.array(v, pa.large_string()) for k, v in successes.items()}))
 
     def register_keys(self, stage: Any, context: Context, frame: Any, loaded: list[dict[str, Any]]) -> None:
         """Remember this run's loaded external ids, so children find their parents without a query."""
@@ -508,7 +445,7 @@ class LoadOperator(DmsOperator):
         if not ext_id or not loaded:
             return
         dag_id, run_id = self.run_ids(context)
-        by_row = dict(zip(frame[ROW].astype(int), frame[ext_id].astype(str), strict=True))
+        by_row = dict(zip(frame[ROW].astype(int).tolist(), frame[ext_id].astype(str).tolist(), strict=True))
         add_loaded_keys(stage, dag_id, run_id, self.object_name or "", [by_row[r["row"]] for r in loaded])
 
     def _audited(
@@ -700,6 +637,7 @@ def start_bulk_job(
     resumes the job instead of uploading again.
     """
     from dms.salesforce.bulk2 import Bulk2Client
+    from dms.salesforce.bulk_csv import to_bulk_csv
 
     client = Bulk2Client(sf)
     ledger_key = _ledger_key(op, key)
@@ -718,6 +656,7 @@ def finish_bulk_job(
 ) -> JobResult:
     """Wait for the job (at once, when the trigger already saw it end) and pair its results with the rows."""
     from dms.salesforce.bulk2 import Bulk2Client
+    from dms.salesforce.bulk_csv import match_results
 
     client = Bulk2Client(sf)
     ledger_key = _ledger_key(op, key)
