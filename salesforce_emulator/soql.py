@@ -60,8 +60,6 @@ class SoqlError(Exception):
         return f"{self.error_code}: {self.message}"
 
 
-
-
 # ---------------------------------------------------------------- tokenizer
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -79,9 +79,7 @@ def iter_salesforce_chunks(
 # ---------------------------------------------------------------- SOQL
 
 
-def soql_with_interval(
-    soql: str, change_column: str | None, start: dt.datetime | None, end: dt.datetime | None
-) -> str:
+def soql_with_interval(soql: str, change_column: str | None, start: dt.datetime | None, end: dt.datetime | None) -> str:
     """`soql` narrowed to records whose `change_column` lies in [start, end); unchanged without either.
 
     The condition goes into the top-level WHERE (whose own condition is parenthesised, so an

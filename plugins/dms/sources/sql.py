@@ -204,7 +204,7 @@ def _split_identifier(name: str, opening: str, closing: str) -> list[str]:
             current.append(name[i : end + 1])
             i = end + 1
             if i < len(name) and name[i] != ".":
-                raise ValueError(f"{name!r}: expected '.' after the quoted name {name[: i]!r}")
+                raise ValueError(f"{name!r}: expected '.' after the quoted name {name[:i]!r}")
             continue
         if char == ".":
             parts.append("".join(current).strip())
