@@ -1,6 +1,6 @@
 """Benchmark: accounts and their contacts into Salesforce (the emulator) at scale, against two baselines.
 
-    .venv/bin/python bench/bench_scale.py [--rows 1000000] [--chunk-rows 100000] [--parallel 2]
+    .venv/bin/python bench/bench_scale.py [--rows 1000000] [--chunk-rows 100000] [--parallel 4]
         [--operation insert|upsert] [--xcom-max-rows 2000000] [--emulator-db auto|memory|file]
         [--skip-xcom] [--report-only] [--keep]
 
@@ -16,8 +16,10 @@ the method; in short:
    for an initial load) run task by task with the real operators: ExtractOperator per
    object, TransformOperator and LoadOperator per chunk, ReconcileOperator. Tasks are
    scheduled like the DAG (a contact load waits for every account load) on `--parallel`
-   worker slots (2 cores: 2 slots); loads run non-deferrable, as on a worker without a
-   triggerer, and use Bulk API 2.0 (every chunk is above `bulk_threshold`). Staging is a
+   worker slots (default 4 on 2 cores: a load spends most of its time waiting for
+   Salesforce, and a Celery worker runs 16 tasks at once by default; `--parallel 2` gives
+   one slot per core); loads run non-deferrable, as on a worker without a triggerer,
+   and use Bulk API 2.0 (every chunk is above `bulk_threshold`). Staging is a
    private redis-server started for the run, so its `used_memory_peak` is the run's alone.
 3. Baseline (a): simple_salesforce `sf.bulk2.Account.insert(csv_file=...)`, then the contacts
    with their `Account.Legacy_Id__c` column: the prepared CSVs straight into Bulk API 2.0.
@@ -829,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="accounts + contacts (half each)")
     parser.add_argument("--chunk-rows", type=int, default=100_000)
-    parser.add_argument("--parallel", type=int, default=2, help="DMS worker slots (tasks at a time)")
+    parser.add_argument("--parallel", type=int, default=4, help="DMS worker slots (tasks at a time)")
     parser.add_argument("--operation", choices=["insert", "upsert"], default="insert")
     parser.add_argument(
         "--xcom-max-rows",
