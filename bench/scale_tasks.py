@@ -125,10 +125,15 @@ def _bulk2_upload(spec: dict[str, Any]) -> dict[str, Any]:
     bulk = getattr(sf.bulk2, spec["sobject"])
     # wait=1: the first poll after one second, as DMS's Bulk client polls; simple_salesforce's
     # default of 5 s would make the baseline look slower than its upload is.
+    # batch_size: simple_salesforce cuts a file into jobs of at most 100 MB counting characters,
+    # but uploads UTF-8 bytes, so a part of Chinese text can exceed the limit and be refused
+    # (seen at 5M contacts); a million rows a job stays far below it.
     if spec["operation"] == "upsert":
-        results = bulk.upsert(csv_file=spec["csv"], external_id_field="Legacy_Id__c", wait=1)
+        results = bulk.upsert(
+            csv_file=spec["csv"], external_id_field="Legacy_Id__c", batch_size=BULK2_BATCH_ROWS, wait=1
+        )
     else:
-        results = bulk.insert(csv_file=spec["csv"], wait=1)
+        results = bulk.insert(csv_file=spec["csv"], batch_size=BULK2_BATCH_ROWS, wait=1)
     return {
         "jobs": len(results),
         "processed": sum(int(r["numberRecordsProcessed"]) for r in results),
@@ -136,19 +141,19 @@ def _bulk2_upload(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _xcom_prepare(spec: dict[str, Any]) -> dict[str, Any]:
-    """Baseline (b), upstream task: the records as a list of dicts, returned, i.e. pushed to XCom.
+BULK2_BATCH_ROWS = 1_000_000
 
-    The XCom is serialized as Airflow's task SDK does (`airflow.sdk.serde.serialize`, then
-    JSON) and written to a file, standing in for the metadata database; Airflow also sends
-    it through the supervisor and the API server, which this leaves out.
+
+def prepared_records(path: str) -> list[dict[str, Any]]:
+    """The prepared CSV as SalesforceBulkOperator's payload: one dict per record, parents nested.
+
+    Both modes of baseline (b) build the payload with this, the file mode's task and the
+    `prepare` task of the DAG the Airflow mode writes.
     """
     import csv
 
-    from airflow.sdk.serde import serialize
-
     records: list[dict[str, Any]] = []
-    with open(spec["csv"], encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             record: dict[str, Any] = {}
             for name, value in row.items():
@@ -159,6 +164,20 @@ def _xcom_prepare(spec: dict[str, Any]) -> dict[str, Any]:
                 else:
                     record[name] = value
             records.append(record)
+    return records
+
+
+def _xcom_prepare(spec: dict[str, Any]) -> dict[str, Any]:
+    """Baseline (b), `--xcom file`, upstream task: the records as a list of dicts, returned, i.e. pushed to XCom.
+
+    The XCom is serialized as Airflow's task SDK does (`airflow.sdk.serde.serialize`, then
+    JSON) and written to a file, standing in for the metadata database; Airflow also sends
+    it through the supervisor and the API server, which this leaves out (`--xcom airflow`
+    measures that path).
+    """
+    from airflow.sdk.serde import serialize
+
+    records = prepared_records(spec["csv"])
     payload = json.dumps(serialize(records))
     Path(spec["xcom"]).write_text(payload, encoding="utf-8")
     return {"records": len(records), "xcom_mb": round(len(payload) / 1e6, 1)}
@@ -189,3 +208,99 @@ def _bulk_operator(spec: dict[str, Any]) -> Any:
         return {"records": len(payload), "success": ok, "failed": len(result) - ok, "xcom_mb": len(pushed) / 1e6}
 
     return run
+
+
+# ------------------------------------------------------------------ baseline (b), `--xcom airflow`
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _release_and_reset_peak() -> None:
+    """Give freed memory back to the OS and restart VmHWM from the current RSS, for the next task's peak.
+
+    Writing 5 to clear_refs resets the peak (Linux >= 4.0). Without the trim, glibc would keep
+    the previous task's freed heap resident and charge it to the next task.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+    except OSError:
+        pass
+
+
+def dag_test(dag_file: str, dag_id: str, out: str) -> int:
+    """Run `dag_id` from `dag_file` once with `dag.test()` and write what each task used to `out` (JSON).
+
+    dag.test() runs every task through the Task SDK's task runner, with an in-process
+    supervisor and execution API server on the metadata database: a return value is
+    serialized, sent to the API and stored in the xcom table, and a downstream task pulls
+    it back the same way. Everything runs in this process, so a task's peak RSS (VmHWM,
+    read when the task ends and reset after it) includes the supervisor's and the API
+    server's share of the XCom traffic, which a deployment spreads over three processes.
+    """
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.listeners import hookimpl
+    from airflow.sdk.listener import get_listener_manager
+
+    tasks: dict[str, dict[str, Any]] = {}
+    last_cpu = [_cpu_seconds()]
+
+    class TaskMeter:
+        """Listener: each task's peak RSS and CPU time, taken in finalize(), after its XCom push."""
+
+        def _record(self, task_id: str, error: str | None) -> None:
+            cpu = _cpu_seconds()
+            tasks[task_id] = {"peak_rss_mb": _status_kb("VmHWM") / 1024, "cpu": cpu - last_cpu[0], "error": error}
+            _release_and_reset_peak()
+            last_cpu[0] = _cpu_seconds()
+
+        @hookimpl
+        def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+            self._record(task_instance.task_id, None)
+
+        @hookimpl
+        def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+            text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+            self._record(task_instance.task_id, text[:2000])
+
+    begin = time.perf_counter()
+    bag = DagBag(dag_folder=dag_file, include_examples=False)
+    if dag_id not in bag.dags:
+        raise SystemExit(f"{dag_file}: no DAG {dag_id!r}; import errors: {bag.import_errors}")
+    get_listener_manager().add_listener(TaskMeter())
+    run = bag.dags[dag_id].test()
+    result = {
+        "run_id": run.run_id,
+        "state": str(run.state),
+        "tasks": tasks,
+        "process_peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "seconds": time.perf_counter() - begin,
+    }
+    Path(out).write_text(json.dumps(result), encoding="utf-8")
+    return 0 if str(run.state) == "success" else 1
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+if __name__ == "__main__":
+    # bench_scale.py --xcom airflow: `scale_tasks.py dag-test DAG_FILE DAG_ID OUT_JSON`, in a process of its own.
+    if len(sys.argv) != 5 or sys.argv[1] != "dag-test":
+        raise SystemExit("usage: scale_tasks.py dag-test DAG_FILE DAG_ID OUT_JSON")
+    sys.exit(dag_test(*sys.argv[2:]))
