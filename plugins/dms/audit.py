@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,19 @@ def chunk_doc_prefix(dag_id: str, run_id: str, object_name: str | None = None) -
     """The id prefix shared by a run's chunk documents (of one object, if given)."""
     prefix = f"chunk:{_id_part('dag_id', dag_id)}:{_id_part('run_id', run_id)}:"
     return prefix if object_name is None else f"{prefix}{_id_part('object', object_name)}:"
+
+
+def ledger_doc_id(dag_id: str, run_id: str, object_name: str, chunk_index: int) -> str:
+    """The id of a chunk's load ledger mirror: ``ledger:{dag_id}:{run_id}:{object}:{chunk:06d}``."""
+    return (
+        f"ledger:{_id_part('dag_id', dag_id)}:{_id_part('run_id', run_id)}:{_id_part('object', object_name)}:"
+        f"{_chunk_part(chunk_index)}"
+    )
+
+
+def epoch_doc_id(dag_id: str, run_id: str, object_name: str) -> str:
+    """The id of an object's load epoch in a run: ``epoch:{dag_id}:{run_id}:{object}``."""
+    return f"epoch:{_id_part('dag_id', dag_id)}:{_id_part('run_id', run_id)}:{_id_part('object', object_name)}"
 
 
 def _is_secret_key(key: str) -> bool:
@@ -269,6 +283,58 @@ class Audit:
         meta = {"type": "chunk", "dag_id": dag_id, "run_id": run_id, "object": object_name, "chunk": chunk_index}
         return self.upsert(doc_id, {**body, **meta, "updated_at": _now()}, attachments)
 
+    # -- the load ledger's durable mirror -------------------------------------------------
+    #
+    # The ledger that keeps a retried load from sending a chunk twice lives in Redis, with the
+    # stage. These documents keep what a re-run needs when Redis has lost it: the Bulk jobs a
+    # chunk's load created, and whether its Collections calls were sent. Each belongs to an
+    # epoch of the object's load in the run; a full refresh starts a new epoch, so what an
+    # earlier epoch recorded (mirrors and final chunk records alike) no longer counts.
+
+    def get_epoch(self, dag_id: str, run_id: str, object_name: str) -> str:
+        """The object's load epoch in the run: "" until a full refresh starts a new one."""
+        doc = self._get(epoch_doc_id(dag_id, run_id, object_name))
+        return str(doc.get("epoch") or "") if doc else ""
+
+    def new_epoch(self, dag_id: str, run_id: str, object_name: str) -> str:
+        """Start a new load epoch for the object in the run (a full refresh); return it."""
+        epoch = uuid.uuid4().hex
+        meta = {"type": "epoch", "dag_id": dag_id, "run_id": run_id, "object": object_name}
+        self.upsert(epoch_doc_id(dag_id, run_id, object_name), {**meta, "epoch": epoch, "updated_at": _now()})
+        return epoch
+
+    def get_ledger(self, dag_id: str, run_id: str, object_name: str, chunk_index: int) -> dict[str, Any] | None:
+        """A chunk's ledger mirror (``epoch`` and ``ledgers``: ledger name -> fields), or None."""
+        return self._get(ledger_doc_id(dag_id, run_id, object_name, chunk_index))
+
+    def write_ledger(
+        self,
+        dag_id: str,
+        run_id: str,
+        object_name: str,
+        chunk_index: int,
+        epoch: str,
+        ledger: str,
+        fields: dict[str, str],
+    ) -> dict[str, dict[str, str]]:
+        """Merge ``fields`` into the entry ``ledger`` of the chunk's mirror; return the mirror's entries.
+
+        Entries of another epoch are dropped. Merged on the stored revision, so a concurrent
+        writer's entries (a relink's next to the load's) are kept.
+        """
+        meta = {"type": "ledger", "dag_id": dag_id, "run_id": run_id, "object": object_name, "chunk": chunk_index}
+        merged: dict[str, dict[str, str]] = {}
+
+        def body(current: dict[str, Any] | None) -> dict[str, Any]:
+            entries = dict(current.get("ledgers") or {}) if current and current.get("epoch") == epoch else {}
+            entries[ledger] = {**entries.get(ledger, {}), **fields}
+            merged.clear()
+            merged.update(entries)
+            return {**meta, "epoch": epoch, "ledgers": entries, "updated_at": _now()}
+
+        self._put(ledger_doc_id(dag_id, run_id, object_name, chunk_index), body)
+        return merged
+
     def get_attachment(self, doc_id: str, name: str) -> bytes | None:
         """An attachment's bytes, or None when the document or the attachment does not exist."""
         try:
@@ -319,12 +385,14 @@ class Audit:
                 f"audit document {doc_id!r}: attachments of {attached} bytes are over the {MAX_ATTACHMENT_BYTES}-byte "
                 "limit; use a smaller chunk_rows"
             )
+        return self._put(doc_id, lambda _current: {**document, **({"_attachments": inline} if inline else {})})
+
+    def _put(self, doc_id: str, body: Callable[[dict[str, Any] | None], dict[str, Any]]) -> str:
+        """Write ``body(current document)`` over the current revision, again on a conflict; the new revision."""
         self._ensure_once()
         for attempt in range(1, self.max_conflict_attempts + 1):
             current = self._get(doc_id)
-            payload = {**document, "_id": doc_id}
-            if inline:
-                payload["_attachments"] = inline
+            payload = {**body(current), "_id": doc_id}
             if current is not None:
                 payload["_rev"] = current["_rev"]
             try:

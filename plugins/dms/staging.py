@@ -26,8 +26,9 @@ def stage_missing_message(key: ChunkKey, kind: str, ttl_seconds: int) -> str:
     """What a task says when a chunk's staged table is gone: which one, why it may be, what to do.
 
     Staged data is never rebuilt inside a later step: that step would have to re-read the
-    source up to this chunk, and the ledgers that keep retries from loading twice went with
-    it. The run fails instead, and the remedy re-stages the whole object in order.
+    source up to this chunk. The run fails instead, and the remedy re-stages the whole object
+    in order; the ledgers that went with the stage are mirrored in the audit store, so the
+    re-run's loads skip what this run loaded already.
     """
     # Lock-retry and relink ledgers live under "<object>~..."; the task group is the object.
     obj = key.object_name.split("~", 1)[0]
@@ -35,7 +36,8 @@ def stage_missing_message(key: ChunkKey, kind: str, ttl_seconds: int) -> str:
         f"run {key.run_id} of {key.dag_id}: the staged {kind!r} table of chunk {key.chunk} of {obj} is missing "
         f"from Redis (Redis restarted or failed over without its data, evicted it, or the stage outlived its "
         f"{ttl_seconds // 3600} h TTL). To stage the source again, clear this run's task {obj}.extract together "
-        "with its downstream tasks, or trigger a new run."
+        "with its downstream tasks (the chunks it loaded already are not sent again), or trigger a new run (which "
+        "loads every row again)."
     )
 
 
@@ -95,6 +97,15 @@ class Stage:
     def get_json(self, name: str) -> Any:
         raw = self.client.get(f"dms:meta:{name}")
         return None if raw is None else json.loads(raw)
+
+    def put_epoch(self, dag_id: str, run_id: str, object_name: str, epoch: str) -> None:
+        """Stage the object's load epoch in the run (see `dms.audit.Audit.new_epoch`), so loads need not ask."""
+        self.put_json(f"{dag_id}:{run_id}:{object_name}:epoch", epoch)
+
+    def epoch(self, dag_id: str, run_id: str, object_name: str) -> str | None:
+        """The staged load epoch, or None when the extract staged none (or Redis lost it)."""
+        value = self.get_json(f"{dag_id}:{run_id}:{object_name}:epoch")
+        return None if value is None else str(value)
 
     # ------------------------------------------------------------ ledger
 

@@ -39,7 +39,15 @@ class ExtractOperator(DmsOperator):
         stage = self.stage()
         if self.param(context, "full_refresh", False):
             removed = stage.clear_run(dag_id, run_id, obj.name)
-            self.log.info("full_refresh: removed %s staged keys of %s in this run", removed, obj.name)
+            # The audit store mirrors the ledgers for when Redis loses them; a new epoch makes the
+            # loads disregard that mirror, and the chunks' final records, of the epoch before.
+            epoch = self.audit().new_epoch(dag_id, run_id, obj.name)
+            self.log.info(
+                "full_refresh: removed %s staged keys of %s in this run; load epoch %s", removed, obj.name, epoch
+            )
+        else:
+            epoch = self.audit().get_epoch(dag_id, run_id, obj.name)
+        stage.put_epoch(dag_id, run_id, obj.name, epoch)
         sf = DmsSalesforceHook(salesforce_conn_id=self.spec.connections.salesforce).get_conn()
         describe = sf.restful(f"sobjects/{obj.sobject}/describe")
         stage.put_json(f"{dag_id}:{run_id}:{obj.name}:describe", describe_subset(describe))

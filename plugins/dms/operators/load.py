@@ -21,6 +21,10 @@ LOCK_PAUSE_SECONDS = 0.5
 UNPROCESSED_RETRIES = 2
 # A Failed job's errorMessage that blames the upload itself: sending the same rows again cannot help.
 _INPUT_FAULTS = ("InvalidBatch", "ClientInputError")
+# Operations that a second send does not simply repeat: an insert creates the records again, a
+# delete fails the rows whose records it deleted the first time. A re-run after Redis lost the
+# ledger takes their results from the chunk's final audit record instead (`_loaded_before`).
+_UNREPEATABLE = frozenset({"insert", "delete", "hardDelete"})
 
 ROW = "__row"
 
@@ -37,6 +41,9 @@ class LoadOperator(DmsOperator):
     template_fields = ("chunk",)
     # Staged result kinds, and the key set of this object's loaded external ids.
     kind = ""
+    # Per try: the audit store, and the chunks' ledger mirrors read from it (see `_mirror_entries`).
+    _ledger_audit: Any = None
+    _mirrors: dict[tuple[str, str, str, int], dict[str, dict[str, str]]] | None = None
 
     def __init__(
         self, *, chunk: dict[str, Any], poll_seconds: float = 1.0, deferrable: bool = True, **kwargs: Any
@@ -59,6 +66,9 @@ class LoadOperator(DmsOperator):
         out["job_id"] = None
         stage = self.stage()
         frame = stage.get_table(key, "ready").to_pandas()
+        # A try reads the audit store's mirror afresh, through a client of its own.
+        self._mirrors = self._ledger_audit = None
+        out["epoch"] = self.load_epoch(stage, key)
         deferred = self.spec.load_plan()[1][obj.name]
         columns = [c for c in frame.columns if c != ROW and c not in deferred]
         sf = self.salesforce()
@@ -75,6 +85,10 @@ class LoadOperator(DmsOperator):
             return self._audited(key, self._preview(stage, sf, context, frame, out), [], started, "none")
         if frame.empty:
             return self._audited(key, out, [], started)
+        earlier = self._loaded_before(stage, key, frame)
+        if earlier is not None:
+            out["from_audit_record"] = True
+            return self._finish(context, stage, key, frame, columns, earlier, out, started)
         if obj.operation in ("update", "upsert") and self.spec.before_images:
             self.capture_before_images(stage, sf, key, frame, [*columns, *sorted(deferred)])
         if self._small(frame):
@@ -162,7 +176,8 @@ class LoadOperator(DmsOperator):
         same rows would fail the same way), stay failed with the job's errorMessage.
         """
         obj = self.obj
-        attempt = 0
+        # A result taken from the audit record has had its retries already.
+        attempt = result.unprocessed_retries
         while attempt < UNPROCESSED_RETRIES:
             pending = [f for f in result.failures if f["code"] == "UNPROCESSED"]
             if not pending or any(f["message"].startswith(_INPUT_FAULTS) for f in pending):
@@ -203,7 +218,7 @@ class LoadOperator(DmsOperator):
         retried task neither repeats an attempt that completed nor loses one that did not.
         """
         obj = self.obj
-        attempt = 0
+        attempt = result.lock_retries
         while attempt < self.spec.lock_retries:
             locked = {f["row"] for f in result.failures if f["code"] == "UNABLE_TO_LOCK_ROW"}
             if not locked:
@@ -458,7 +473,7 @@ class LoadOperator(DmsOperator):
         codes = Counter(f["code"] for f in failures)
         kinds = ["relink_failures"] if self.kind else ["rejects", "load_rejects", "failures", "successes"]
         try:
-            self.audit().write_chunk(
+            self._ledger_store().write_chunk(
                 key.dag_id,
                 key.run_id,
                 key.object_name + (f".{self.kind.rstrip('_')}" if self.kind else ""),
@@ -482,6 +497,117 @@ class LoadOperator(DmsOperator):
                 attempts=exc.attempts,
             ) from exc
         return out
+
+    # ------------------------------------------------------------ the ledger's durable mirror
+
+    def load_epoch(self, stage: Any, key: Any) -> str:
+        """The object's load epoch in the run: staged by the extract; else read from the audit store."""
+        name = key.object_name.split("~", 1)[0]
+        epoch = stage.epoch(key.dag_id, key.run_id, name)
+        if epoch is None:
+            epoch = self._ledger_store().get_epoch(key.dag_id, key.run_id, name)
+            stage.put_epoch(key.dag_id, key.run_id, name, epoch)
+        return epoch
+
+    def _ledger_store(self) -> Any:
+        # One client per try: each new Audit checks the database and its indexes on its first write.
+        if self._ledger_audit is None:
+            self._ledger_audit = self.audit()
+        return self._ledger_audit
+
+    def _mirror_entries(self, stage: Any, key: Any) -> dict[str, dict[str, str]]:
+        """The chunk's ledger mirror in the audit store, this epoch's entries only; read once per try."""
+        name = key.object_name.split("~", 1)[0]
+        ident = (key.dag_id, key.run_id, name, key.chunk)
+        if self._mirrors is None:
+            self._mirrors = {}
+        if ident not in self._mirrors:
+            doc = self._ledger_store().get_ledger(*ident)
+            epoch = self.load_epoch(stage, key)
+            self._mirrors[ident] = dict(doc.get("ledgers") or {}) if doc and doc.get("epoch") == epoch else {}
+        return self._mirrors[ident]
+
+    def mirrored(self, stage: Any, ledger_key: Any) -> dict[str, str]:
+        """What the audit store's mirror holds for one ledger (a chunk's, or a retry's `<object>~lock1`)."""
+        return self._mirror_entries(stage, ledger_key).get(ledger_key.object_name, {})
+
+    def mirror(self, stage: Any, ledger_key: Any, **fields: str) -> None:
+        """Write ledger fields to the audit store too, before the rows they stand for are sent."""
+        name = ledger_key.object_name.split("~", 1)[0]
+        ident = (ledger_key.dag_id, ledger_key.run_id, name, ledger_key.chunk)
+        entries = self._ledger_store().write_ledger(
+            *ident, self.load_epoch(stage, ledger_key), ledger_key.object_name, fields
+        )
+        if self._mirrors is None:
+            self._mirrors = {}
+        self._mirrors[ident] = entries
+
+    def _loaded_before(self, stage: Any, key: Any, frame: Any) -> JobResult | None:
+        """The chunk's results from its final audit record, when it was loaded before Redis lost the stage.
+
+        Only for operations a second send would not simply repeat (`_UNREPEATABLE`), only when
+        the Redis ledger knows nothing of the chunk (a first load, or one whose ledger was
+        lost), and only when the audit store's mirror of this epoch says rows were sent: a
+        first load costs one read. The re-derived rows must be the rows of the record, else
+        the chunk fails with a ReconcileError and nothing is sent.
+        """
+        from dms.row_results import MASK, read_attachment
+
+        if self.obj.operation not in _UNREPEATABLE or stage.ledger(_ledger_key(self, key)):
+            return None
+        if not self._mirror_entries(stage, key):
+            return None
+        audit = self._ledger_store()
+        doc = audit.get_chunk(key.dag_id, key.run_id, key.object_name, key.chunk)
+        final = (
+            doc is not None
+            and doc.get("epoch") == self.load_epoch(stage, key)
+            and doc.get("api") in ("bulk2", "collections")
+            and not doc.get("dry_run")
+        )
+        if not final:
+            return None  # sent but never finished: the mirror resumes a Bulk job, Collections say UNKNOWN_OUTCOME
+        successes = read_attachment(audit.get_attachment(doc["_id"], "successes.csv.gz"))
+        failures = read_attachment(audit.get_attachment(doc["_id"], "failures.csv.gz"))
+        key_column = self.obj.external_id or next((c for c in frame.columns if c.lower() == "id"), None)
+        # As `stage_results` wrote the keys into the record.
+        values = [str(v) for v in frame[key_column].tolist()] if key_column in frame else [""] * len(frame)
+        expected = dict(zip(frame[ROW].astype(int).tolist(), values, strict=True))
+        recorded = {int(r["row"]): r["key"] for r in [*successes, *failures]}
+        differ = sorted(
+            r
+            for r in expected.keys() | recorded.keys()
+            if r not in expected or r not in recorded or recorded[r] not in (MASK, expected[r])
+        )
+        if differ or len(recorded) != len(successes) + len(failures):
+            raise ReconcileError(
+                f"chunk {key.chunk} of {key.object_name} in run {key.run_id}: its audit record says it was loaded "
+                f"({doc['api']}) before Redis lost the stage and ledger, but the rows staged again differ from the "
+                f"rows it loaded (source rows {differ[:10]}): the source, chunk_rows or the rejected rows changed. "
+                "Nothing was sent again. Restore the source as it was, or trigger the run with full_refresh to "
+                "load every row again (an insert then creates the rows it loaded before a second time)."
+            )
+        self.log.warning(
+            "chunk %s of %s: loaded before Redis lost its ledger (audit record %s): its %s loaded and %s failed "
+            "rows are taken from the record, nothing is sent again",
+            key.chunk,
+            key.object_name,
+            doc["_id"],
+            len(successes),
+            len(failures),
+        )
+        return JobResult(
+            str(doc.get("job_id") or ""),
+            str(doc.get("job_state") or ""),
+            [{"row": int(r["row"]), "id": r["id"], "created": r["created"] == "True"} for r in successes],
+            [
+                {"row": int(r["row"]), "id": r["id"], "field": r["field"], "code": r["code"], "message": r["message"]}
+                for r in failures
+            ],
+            str(doc["api"]),
+            lock_retries=int(doc.get("lock_retries") or 0),
+            unprocessed_retries=int(doc.get("unprocessed_retries") or 0),
+        )
 
     def _resume(self, client: Any, ledger: dict[str, str]) -> dict[str, Any] | None:
         """The job a previous try of this chunk started, if it can still deliver results."""
@@ -634,17 +760,32 @@ def start_bulk_job(
 
     The ledger knows the job before any row leaves: a task killed during the upload finds
     the job on retry and aborts it (an Open job has processed nothing); one killed later
-    resumes the job instead of uploading again.
+    resumes the job instead of uploading again. The job id is mirrored in the audit store
+    before the upload too, so a re-run after Redis lost the ledger finds the job as well.
     """
     from dms.salesforce.bulk2 import Bulk2Client
     from dms.salesforce.bulk_csv import to_bulk_csv
 
     client = Bulk2Client(sf)
     ledger_key = _ledger_key(op, key)
-    job = op._resume(client, stage.ledger(ledger_key))
+    ledger = stage.ledger(ledger_key)
+    if not ledger.get("job_id"):
+        # Redis may have lost the ledger (restarted without its data, failed over, evicted it):
+        # the audit store's mirror still knows the job, so the re-run resumes it too.
+        ledger = op.mirrored(stage, ledger_key)
+        if ledger.get("job_id"):
+            op.log.warning(
+                "chunk %s of %s: Redis has no ledger; the audit store's mirror has its job %s",
+                key.chunk,
+                ledger_key.object_name,
+                ledger["job_id"],
+            )
+            stage.record(ledger_key, job_id=ledger["job_id"])
+    job = op._resume(client, ledger)
     if job is None:
         job = client.create_job(sobject, operation, external_id)
         stage.record(ledger_key, job_id=job["id"], state="Open")
+        op.mirror(stage, ledger_key, job_id=job["id"])
         client.upload(job["id"], to_bulk_csv(frame, columns))
         client.set_state(job["id"], "UploadComplete")
         stage.record(ledger_key, state="UploadComplete")
@@ -704,7 +845,10 @@ def run_collections(
     A retry skips the calls whose results the ledger has. A call that was sent but whose
     answer never arrived is sent again for update, upsert and delete (doing them twice is
     harmless); for an insert the records may exist already, so those rows fail with
-    UNKNOWN_OUTCOME and the reason instead of being created a second time.
+    UNKNOWN_OUTCOME and the reason instead of being created a second time. For an insert or
+    a delete the audit store's mirror notes that the chunk's calls began, before the first:
+    when Redis has lost the ledger and the chunk has no final record, every call counts as
+    sent without an answer.
     """
     from dms.salesforce.collections import CollectionsClient, json_record, result_outcome
 
@@ -715,6 +859,16 @@ def run_collections(
     rows = frame[ROW].astype(int).tolist()
     values = frame[columns].itertuples(index=False, name=None)
     records = [json_record(obj.sobject, columns, [str(v) for v in row], types) for row in values]
+    if not ledger and operation in _UNREPEATABLE:
+        if op.mirrored(stage, ledger_key).get("collections"):
+            # Sent before Redis lost the ledger, and no final record: which calls went through is
+            # unknown, so every call counts as sent without an answer (as below, per call).
+            ledger = {f"coll_sent:{start}": "1" for start in range(0, len(records), 200)}
+        else:
+            # Redis first: a retry that finds this knows that Redis kept the ledger, and sends
+            # what it shows unsent, instead of taking the mirror's word for the whole chunk.
+            stage.record(ledger_key, coll_started="1")
+            op.mirror(stage, ledger_key, collections="sent")
     loaded: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     for start in range(0, len(records), 200):
