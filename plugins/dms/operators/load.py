@@ -185,14 +185,7 @@ class LoadOperator(DmsOperator):
             attempt += 1
             rows = {f["row"] for f in pending}
             subset = frame[frame[ROW].astype(int).isin(rows)].reset_index(drop=True)
-            retry_key = ChunkKey(key.dag_id, key.run_id, f"{key.object_name}~unprocessed{attempt}", key.chunk)
-            sf = self.salesforce()
-            if self._small(subset):
-                again = self._via_collections(stage, retry_key, sf, subset, columns)
-            else:
-                again = run_bulk_job(
-                    self, stage, retry_key, sf, obj.sobject, obj.operation, obj.external_id, subset, columns, 1.0
-                )
+            again = self._send_again(stage, key, f"unprocessed{attempt}", subset, columns, result)
             self.log.warning(
                 "chunk %s of %s: %s rows a Failed job left unprocessed (%s) sent again in a new job, attempt %s: "
                 "%s loaded",
@@ -203,10 +196,28 @@ class LoadOperator(DmsOperator):
                 attempt,
                 len(again.loaded),
             )
-            result.loaded += again.loaded
-            result.failures = [f for f in result.failures if f["row"] not in rows] + again.failures
         result.unprocessed_retries = attempt
         return result
+
+    def _send_again(
+        self, stage: Any, key: Any, attempt: str, subset: Any, columns: list[str], result: JobResult
+    ) -> JobResult:
+        """Load `subset` (rows that did not load) under the ledger `<object>~<attempt>`; their new
+        results replace their old ones in `result`. Its own ledger lets a retried task resume the
+        attempt instead of repeating or losing it."""
+        obj = self.obj
+        retry_key = ChunkKey(key.dag_id, key.run_id, f"{key.object_name}~{attempt}", key.chunk)
+        sf = self.salesforce()
+        if self._small(subset):
+            again = self._via_collections(stage, retry_key, sf, subset, columns)
+        else:
+            again = run_bulk_job(
+                self, stage, retry_key, sf, obj.sobject, obj.operation, obj.external_id, subset, columns, 1.0
+            )
+        sent = set(subset[ROW].astype(int).tolist())
+        result.loaded += again.loaded
+        result.failures = [f for f in result.failures if f["row"] not in sent] + again.failures
+        return again
 
     def _retry_locked_rows(self, stage: Any, key: Any, frame: Any, columns: list[str], result: JobResult) -> JobResult:
         """Send again only the rows that failed with UNABLE_TO_LOCK_ROW, a few times, with a pause.
@@ -228,14 +239,7 @@ class LoadOperator(DmsOperator):
             parents = [c for c in columns if "." in c]
             subset = frame[frame[ROW].astype(int).isin(locked)].sort_values([*parents, ROW], kind="stable")
             subset = subset.reset_index(drop=True)
-            retry_key = ChunkKey(key.dag_id, key.run_id, f"{key.object_name}~lock{attempt}", key.chunk)
-            sf = self.salesforce()
-            if self._small(subset):
-                again = self._via_collections(stage, retry_key, sf, subset, columns)
-            else:
-                again = run_bulk_job(
-                    self, stage, retry_key, sf, obj.sobject, obj.operation, obj.external_id, subset, columns, 1.0
-                )
+            again = self._send_again(stage, key, f"lock{attempt}", subset, columns, result)
             self.log.info(
                 "chunk %s of %s: lock retry %s: %s rows again, %s loaded",
                 key.chunk,
@@ -244,8 +248,6 @@ class LoadOperator(DmsOperator):
                 len(subset),
                 len(again.loaded),
             )
-            result.loaded += again.loaded
-            result.failures = [f for f in result.failures if f["row"] not in locked] + again.failures
         result.lock_retries = attempt
         return result
 
