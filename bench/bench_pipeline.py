@@ -373,24 +373,33 @@ def run_phase(
 # ------------------------------------------------------------------ the run
 
 
-def _services(workdir: Path) -> tuple[Any, Any]:
+def _services(workdir: Path) -> tuple[Any, Any, Any]:
+    """Redis, the emulator (the extract stages the describe) and the audit store (the extract
+    reads the run's load epoch from it, see dms.operators.extract)."""
     sys.path.insert(0, str(ROOT))
     from salesforce_emulator.tls import ensure_certificates
+    from scripts.audit_server import start_audit_server
     from scripts.services import ensure_redis, start_emulator
 
     redis_server = ensure_redis(workdir)
     cert_dir = workdir / "certs"
     ensure_certificates(cert_dir)
+    started: list[Any] = [redis_server]
     try:
-        emulator = start_emulator(ORG, cert_dir=cert_dir)
+        started.append(start_emulator(ORG, cert_dir=cert_dir))
+        started.append(start_audit_server(data_dir=workdir / "audit"))
     except BaseException:
-        redis_server.stop()
+        for service in reversed(started):
+            service.stop()
         raise
-    return redis_server, emulator
+    return redis_server, started[1], started[2]
 
 
-def _task_env(workdir: Path, redis_server: Any, emulator: Any) -> dict[str, str]:
-    return task_env(workdir, redis_server, emulator, STAGING_DB)
+def _task_env(workdir: Path, redis_server: Any, emulator: Any, audit: Any) -> dict[str, str]:
+    return {
+        **task_env(workdir, redis_server, emulator, STAGING_DB),
+        "AIRFLOW_CONN_CLOUDANT_DEFAULT": json.dumps({"conn_type": "cloudant", "host": audit.url}),
+    }
 
 
 @dataclass
@@ -484,11 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     config_file = workdir / "config.json"
     config_file.write_text(json.dumps(config))
-    redis_server, emulator = _services(workdir)
+    redis_server, emulator, audit = _services(workdir)
     client = redis.Redis(host=redis_server.host, port=redis_server.port, db=STAGING_DB)
     rounds: list[Round] = []
     try:
-        env = _task_env(workdir, redis_server, emulator)
+        env = _task_env(workdir, redis_server, emulator, audit)
         env["AIRFLOW__CORE__PLUGINS_FOLDER"] = config["plugins"]
         if args.profile:
             (workdir / "profiles").mkdir()
@@ -507,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         staged_mb = sum(client.memory_usage(k) or 0 for k in client.scan_iter(match="dms:stage:*", count=1000)) / 1e6
     finally:
         client.flushdb()
+        audit.stop()
         emulator.stop()
         redis_server.stop()
     return report(args, rounds, expected, staged_mb, workdir)
