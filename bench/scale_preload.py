@@ -5,12 +5,8 @@ libraries the operators import inside execute() are loaded here too, as bench_pi
 loads them before its clock, so that every task's time is its work and not its imports.
 """
 
-# ruff: noqa: I001  (dms first, see below)
 from __future__ import annotations
 
-# First, as in a task process, where the DAG file (dags/migrations.py) imports dms before any
-# operator imports pandas: dms chooses Arrow's allocator before Arrow first allocates.
-import dms  # noqa: F401
 import airflow.sdk.execution_time.supervisor  # noqa: F401
 import pandas  # noqa: F401
 import pyarrow  # noqa: F401

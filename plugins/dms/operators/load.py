@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from dms.errors import FatalError, ReconcileError
-from dms.operators.base import DmsOperator
+from dms.operators.base import DmsOperator, release_freed_memory
 from dms.staging import ChunkKey
 
 REJECT_COLUMNS = ["row", "key", "field", "reason", "code"]
@@ -77,6 +77,7 @@ class LoadOperator(DmsOperator):
         return key, stage, sf, frame, columns, out
 
     def execute(self, context: Context) -> dict[str, Any]:
+        release_freed_memory()
         obj = self.obj
         started = time.time()
         key, stage, sf, frame, columns, out = self._prepared(context)
@@ -108,6 +109,7 @@ class LoadOperator(DmsOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any], started: float | None = None) -> dict:
         """Resume after the trigger saw the Bulk job end: fetch its results."""
+        release_freed_memory()
         if event.get("status") != "done":
             raise FatalError(f"Bulk API job {event.get('job_id')}: {event.get('message', 'the trigger failed')}")
         key, stage, sf, frame, columns, out = self._prepared(context)
@@ -799,19 +801,20 @@ def finish_bulk_job(
 ) -> JobResult:
     """Wait for the job (at once, when the trigger already saw it end) and pair its results with the rows."""
     from dms.salesforce.bulk2 import Bulk2Client
-    from dms.salesforce.bulk_csv import match_results
+    from dms.salesforce.bulk_csv import match_results, read_results
 
     client = Bulk2Client(sf)
     ledger_key = _ledger_key(op, key)
     job = client.wait(job_id, poll_seconds)
     operation = job.get("operation", "")
     stage.record(ledger_key, state=job["state"])
+    # Each result file parsed as it arrives, so its bytes are gone before the next one comes.
     loaded, failures = match_results(
         frame,
         columns,
-        client.results(job["id"], "successfulResults"),
-        client.results(job["id"], "failedResults"),
-        client.results(job["id"], "unprocessedrecords"),
+        read_results(client.results(job["id"], "successfulResults")),
+        read_results(client.results(job["id"], "failedResults")),
+        read_results(client.results(job["id"], "unprocessedrecords")),
         job.get("errorMessage", ""),
     )
     if len(loaded) + len(failures) != len(frame):

@@ -91,7 +91,12 @@ def _keys(parts: list[list[pa.Array]], escape: list[bool]) -> list[pa.Array]:
 
 
 def match_results(
-    frame: Any, columns: list[str], success: bytes, failed: bytes, unprocessed: bytes, job_error: str
+    frame: Any,
+    columns: list[str],
+    success: bytes | pa.Table,
+    failed: bytes | pa.Table,
+    unprocessed: bytes | pa.Table,
+    job_error: str,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Pair each result line with its source row by the uploaded values.
 
@@ -101,7 +106,8 @@ def match_results(
     lines by their values lines them up: equal multisets sort into equal sequences.
     """
     uploaded = [_text(pa.array(frame[c], from_pandas=True)) for c in columns]
-    results = [read_results(success), read_results(failed), read_results(unprocessed)]
+    results = [r if isinstance(r, pa.Table) else read_results(r) for r in (success, failed, unprocessed)]
+    del success, failed, unprocessed
     echoed: list[list[pa.Array]] = []
     for table in results:
         if table.num_rows == 0:
@@ -117,13 +123,18 @@ def match_results(
         for i, a in enumerate(uploaded)
     ]
     up_key, *result_keys = _keys([uploaded, *echoed], escape)
+    # What is left to pair are the keys; the column copies go (memory is per chunk, and tight).
+    del uploaded, echoed
+    results = [t.select([c for c in ("sf__Id", "sf__Created", "sf__Error") if c in t.column_names]) for t in results]
     counts = [len(k) for k in result_keys]
     if sum(counts) != len(up_key):
         raise ReconcileError(f"Salesforce returned {sum(counts)} results for {len(up_key)} uploaded rows")
     result_key = pa.concat_arrays([k.cast(pa.large_string()) for k in result_keys])
+    del result_keys
     by_upload = pc.sort_indices(up_key)
     by_result = pc.sort_indices(result_key)
     lined_up = pc.equal(up_key.take(by_upload), result_key.take(by_result))
+    del up_key
     if not pc.all(lined_up).as_py():
         first = int(np.flatnonzero(~lined_up.to_numpy(zero_copy_only=False))[0])
         values = result_key.take(by_result)[first].as_py().split(_SEPARATOR)
