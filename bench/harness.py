@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,25 +76,6 @@ def start_private_redis(workdir: Path, name: str = "redis") -> Any:
     The machine's Redis on :6379 is shared with other sessions: its `used_memory_peak` would
     be theirs too, and Redis 7.0 has no command that resets the peak.
     """
-    from scripts.services import RedisServer, die_with_parent, free_port
+    from scripts.services import start_redis
 
-    port = free_port()
-    log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - the server keeps writing to it
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=log,
-        stderr=log,
-        cwd=workdir,
-        preexec_fn=die_with_parent,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return RedisServer("127.0.0.1", port, process)
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"could not start redis-server: see {workdir / f'{name}.log'}")
+    return start_redis(workdir, name=name)

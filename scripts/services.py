@@ -166,10 +166,13 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
-    """A private redis-server on 127.0.0.1 without persistence (no RDB, no AOF), on `port` or a free one."""
+def start_redis(workdir: Path, port: int | None = None, name: str = "redis") -> RedisServer:
+    """A private redis-server on 127.0.0.1 without persistence (no RDB, no AOF), on `port` or a free one.
+
+    It logs to `<workdir>/<name>.log`.
+    """
     port = port or free_port()
-    log = open(workdir / "redis.log", "ab")  # noqa: SIM115 - the server keeps writing to it
+    log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - the server keeps writing to it
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=log,
@@ -185,7 +188,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
             break
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"could not start redis-server on port {port}: see {workdir / 'redis.log'}")
+    raise RuntimeError(f"could not start redis-server on port {port}: see {workdir / f'{name}.log'}")
 
 
 def ensure_redis(workdir: Path) -> RedisServer:
