@@ -790,7 +790,7 @@ class MetadataDb:
         self.dags = self.home / "dags"
         self.dags.mkdir(parents=True)
         (self.home / "plugins").mkdir()
-        self._admin(f'CREATE DATABASE "{self.name}"')
+        self.server.admin(f'CREATE DATABASE "{self.name}"')
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(self.home),
@@ -812,17 +812,6 @@ class MetadataDb:
             raise RuntimeError(f"airflow db migrate failed (exit {migrate.returncode}): see {log}")
         self.migrate_seconds = time.perf_counter() - began
 
-    def _admin(self, sql: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(host=self.server.host, port=self.server.port, user="postgres", dbname="postgres")
-        conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
     def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         import psycopg2
 
@@ -836,7 +825,7 @@ class MetadataDb:
 
     def close(self) -> None:
         # WITH (FORCE): a dag.test process killed by the memory guard may have left a session open.
-        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.server.admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         self.server.stop()
 
 

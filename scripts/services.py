@@ -208,6 +208,19 @@ class PostgresServer:
     pg_ctl: str | None = None
     run_as: list[str] = field(default_factory=list)
 
+    def admin(self, sql: str) -> None:
+        """Run one statement as postgres in the postgres database, outside a transaction
+        (CREATE/DROP DATABASE cannot run in one)."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         if self.data_dir is not None and self.pg_ctl is not None:
             subprocess.run(

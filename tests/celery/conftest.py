@@ -155,25 +155,13 @@ def _spec_dir(workdir: Path) -> Path:
 @contextlib.contextmanager
 def _database(server: PostgresServer) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this Airflow; dropped (connections and all) at the end."""
-    import psycopg2
-
     name = f"dms_celery_{uuid.uuid4().hex[:12]}"
-
-    def admin(sql: str) -> None:
-        conn = psycopg2.connect(host=server.host, port=server.port, user="postgres", dbname="postgres")
-        conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-    admin(f'CREATE DATABASE "{name}"')
+    server.admin(f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
         # WITH (FORCE): a component killed after the grace period may have left a session open.
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _flush_broker(redis_server: RedisServer) -> None:
