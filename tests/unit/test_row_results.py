@@ -14,22 +14,8 @@ import pytest
 
 def test_sensitive_fields_are_masked_in_what_the_audit_stores() -> None:
     from dms.row_results import mask_row
-    from dms.spec import ObjectSpec
 
-    obj = ObjectSpec.model_validate(
-        {
-            "name": "contacts",
-            "sobject": "Contact",
-            "operation": "upsert",
-            "external_id": "Email",
-            "source": {"path": "c.csv"},
-            "fields": {
-                "Email": {"source": "mail", "sensitive": True},
-                "Phone": {"source": "tel", "sensitive": True},
-                "Title": {"source": "title"},
-            },
-        }
-    )
+    obj = _obj(sensitive=True)
     reject = {"row": 3, "key": "li@x.cn", "field": "Phone", "reason": "'138 0000' is longer than 40", "code": "LENGTH"}
     masked = mask_row(obj, reject)
     assert masked["key"] == "***" and "138" not in masked["reason"] and "Phone" in masked["reason"]
