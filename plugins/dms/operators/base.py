@@ -40,14 +40,20 @@ def resolve_data_path(relative: str) -> Path:
 def release_freed_memory() -> None:
     """Make Arrow hand freed buffers back to the OS at once, in a step that works on one thread.
 
-    Arrow's default allocator (mimalloc) keeps freed memory mapped for reuse; a transform or a
-    load frees one table and allocates the next, so its peak RSS grew 30-50 MB over what it
-    held at any moment (bench/bench_scale.py, 400k rows: a load 396 -> 363 MB, a transform
-    294 -> 245 MB, no slower). The extract keeps the default: its CSV reader allocates from
-    several threads, where the system allocator measured slower and larger (0.43 -> 0.77 s,
-    383 -> 441 MB for 1M rows). A deployment that sets ARROW_DEFAULT_MEMORY_POOL keeps its choice.
+    pyarrow's own allocations (tables, casts, compute results) go to the system allocator;
+    what Arrow's C++ code allocates by itself (readers, IPC compression) stays with the default
+    pool, which `dms/__init__.py` makes jemalloc. mimalloc, Arrow's default, kept freed memory
+    mapped for reuse; a transform or a load frees one table and allocates the next, so its
+    peak RSS grew 30-50 MB over what it held at any moment (bench/bench_scale.py, 400k rows: a
+    load 396 -> 363 MB, a transform 294 -> 245 MB, no slower). With jemalloc for everything,
+    bench_scale's loads peaked higher again (389 MB at 1M rows). The extract keeps the default
+    pool: its CSV reader allocates from several threads, where the system allocator measured
+    slower and larger (0.43 -> 0.77 s, 383 -> 441 MB for 1M rows). A deployment that sets
+    ARROW_DEFAULT_MEMORY_POOL keeps its choice for everything.
     """
-    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+    import dms
+
+    if dms.ARROW_POOL_FROM_DEPLOYMENT:
         return
     import pyarrow as pa
 
