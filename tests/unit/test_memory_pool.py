@@ -1,0 +1,54 @@
+"""Which Arrow allocators a DMS task ends up with (dms/__init__.py and release_freed_memory).
+
+Each case runs in a fresh interpreter: Arrow reads ARROW_DEFAULT_MEMORY_POOL once, at its
+first allocation, so only a new process shows what a task process gets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, sys
+sys.path[:0] = [sys.argv[1]]
+import dms
+import pyarrow as pa
+pa.array(["one chunk's worth"] * 1000)  # the first allocation fixes the C++ default pool
+cpp_default = pa.default_memory_pool().backend_name
+from dms.operators.base import release_freed_memory
+release_freed_memory()
+print(json.dumps({"cpp_default": cpp_default, "after_release": pa.default_memory_pool().backend_name,
+                  "from_deployment": dms.ARROW_POOL_FROM_DEPLOYMENT}))
+"""
+
+
+def _probe(pool: str | None) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if pool is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(ROOT / "plugins")], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_task_gets_jemalloc_for_arrow_and_the_system_pool_for_pyarrow() -> None:
+    import pyarrow as pa
+
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow was built without jemalloc")
+    assert _probe(None) == {"cpp_default": "jemalloc", "after_release": "system", "from_deployment": False}
+
+
+def test_a_deployment_choice_is_kept_for_both() -> None:
+    assert _probe("mimalloc") == {"cpp_default": "mimalloc", "after_release": "mimalloc", "from_deployment": True}
