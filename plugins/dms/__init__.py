@@ -10,6 +10,6 @@ import os
 # jemalloc, which returns unused pages after a short decay, bench/bench_pipeline.py's extract
 # of 1M rows peaked at 368-372 MB instead of 420-443 MB, and its transforms at 310 instead of
 # 340 MB, no slower. A deployment that sets the variable itself keeps its choice (and
-# dms.operators.base.release_freed_memory then leaves pyarrow's pool alone too).
+# dms.operators.base.tune_memory then leaves pyarrow's pool alone too).
 ARROW_POOL_FROM_DEPLOYMENT = "ARROW_DEFAULT_MEMORY_POOL" in os.environ
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 
 from dms.errors import FatalError
-from dms.operators.base import DmsOperator, resolve_data_path
+from dms.operators.base import DmsOperator, resolve_data_path, tune_memory
 
 # A lookup's map is staged as one JSON document and read by every transform.
 MAX_LOOKUP_RECORDS = 200_000
@@ -28,6 +28,7 @@ class ExtractOperator(DmsOperator):
     """
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        tune_memory(system_pool=False)
         from dms.hooks.salesforce import DmsSalesforceHook
         from dms.sources import SourceContext, iter_chunks
         from dms.spec import FILE_SOURCES

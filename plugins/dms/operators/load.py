@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from dms.errors import FatalError, ReconcileError
-from dms.operators.base import DmsOperator, release_freed_memory
+from dms.operators.base import DmsOperator, tune_memory
 from dms.staging import ChunkKey
 
 REJECT_COLUMNS = ["row", "key", "field", "reason", "code"]
@@ -77,7 +77,7 @@ class LoadOperator(DmsOperator):
         return key, stage, sf, frame, columns, out
 
     def execute(self, context: Context) -> dict[str, Any]:
-        release_freed_memory()
+        tune_memory(pad_heap=False)
         obj = self.obj
         started = time.time()
         key, stage, sf, frame, columns, out = self._prepared(context)
@@ -109,7 +109,7 @@ class LoadOperator(DmsOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any], started: float | None = None) -> dict:
         """Resume after the trigger saw the Bulk job end: fetch its results."""
-        release_freed_memory()
+        tune_memory(pad_heap=False)
         if event.get("status") != "done":
             raise FatalError(f"Bulk API job {event.get('job_id')}: {event.get('message', 'the trigger failed')}")
         key, stage, sf, frame, columns, out = self._prepared(context)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 
 from dms.errors import ReconcileError
-from dms.operators.base import DmsOperator, release_freed_memory, results_root
+from dms.operators.base import DmsOperator, results_root, tune_memory
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -157,7 +157,7 @@ class ReconcileOperator(DmsOperator):
         self.relinks = relinks or {}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        release_freed_memory()
+        tune_memory(pad_heap=False)
         dag_id, run_id = self.run_ids(context)
         dry_run = bool(self.param(context, "dry_run", False))
         max_error_rate = float(self.param(context, "max_error_rate", self.spec.max_error_rate))

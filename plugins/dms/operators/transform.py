@@ -7,7 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from dms.errors import FatalError, ReconcileError
-from dms.operators.base import DmsOperator, release_freed_memory
+from dms.operators.base import DmsOperator, tune_memory
 
 SALT_VARIABLE = "dms_anonymise_salt"
 
@@ -22,7 +22,7 @@ class TransformOperator(DmsOperator):
         self.chunk = chunk
 
     def execute(self, context: Context) -> dict[str, Any]:
-        release_freed_memory()
+        tune_memory()
         import pandas as pd
         import pyarrow as pa
 
