@@ -667,3 +667,24 @@ def test_hash_without_the_salt_is_a_fatal_error_naming_the_variable() -> None:
     obj = make_obj({"Name": {"source": "n", "anonymise": {"method": "hash"}}})
     with pytest.raises(FatalError, match="dms_anonymise_salt"):
         transform_chunk(obj, make_batch({"n": ["x"]}), SOBJECT)
+
+
+def test_has_value_agrees_with_the_pandas_comparison() -> None:
+    """The Arrow-offsets reading of `values != ""`: empty strings are absent, nulls and spaces present."""
+    from dms.transform.casting import has_value
+
+    values = pd.Series(["a", "", None, " ", "华夏", ""], dtype="str")
+    assert (
+        has_value(values).tolist()
+        == (values != "").to_numpy(dtype=bool).tolist()
+        == [
+            True,
+            False,
+            True,
+            True,
+            True,
+            False,
+        ]
+    )
+    assert has_value(values.iloc[1:3]).tolist() == [False, True]  # a slice keeps its own offsets
+    assert has_value(pd.Series([], dtype="str")).tolist() == []

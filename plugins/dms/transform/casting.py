@@ -80,21 +80,44 @@ def cast_column(target: FieldTarget, values: pd.Series, present: np.ndarray) -> 
     return _cast_datetime(target, values, present)
 
 
+def has_value(values: pd.Series) -> np.ndarray:
+    """Which values are not "" (a null counts as a value, as `values != ""` has it), as a numpy mask.
+
+    Read off the Arrow offsets: a pandas comparison costs several times more in wrapping than
+    the comparison itself, and the transform asks this a few times per field.
+    """
+    column = arrow_text(values)
+    present = np.diff(_offsets(column)) > 0
+    if column.null_count:
+        present |= column.is_null().to_numpy(zero_copy_only=False)
+    return present
+
+
 def byte_lengths(values: pd.Series) -> np.ndarray:
     """The UTF-8 length in bytes of each value, read off the Arrow offsets."""
-    offsets, _ = _utf8_buffers(values)
-    return np.diff(offsets)
+    return np.diff(_offsets(arrow_text(values)))
+
+
+def arrow_text(values: pd.Series) -> pa.Array:
+    """A string column as one large_string Arrow array; pandas' Arrow-backed strings are not copied."""
+    column = pa.array(values, type=pa.large_string())
+    if isinstance(column, pa.ChunkedArray):  # what pandas hands over for an empty column
+        column = column.combine_chunks()
+    return column
+
+
+def _offsets(column: pa.Array) -> np.ndarray:
+    if len(column) == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.frombuffer(column.buffers()[1], dtype=np.int64)[column.offset : column.offset + len(column) + 1]
 
 
 def _utf8_buffers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The offsets (n + 1) and the bytes of a string column, without copying either."""
-    column = pa.array(values, type=pa.large_string())
-    if isinstance(column, pa.ChunkedArray):  # what pandas hands over for an empty column
-        column = column.combine_chunks()
-    _, offsets_buffer, data_buffer = column.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[column.offset : column.offset + len(column) + 1]
+    column = arrow_text(values)
+    data_buffer = column.buffers()[2]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
-    return offsets, data
+    return _offsets(column), data
 
 
 def _subset_reason(values: pd.Series, text: str) -> Reason:

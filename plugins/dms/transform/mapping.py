@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from dms.errors import FatalError
 from dms.sources.text import Undecodable, decode_batch
 from dms.spec import FieldSpec, ObjectSpec
-from dms.transform.casting import byte_lengths, cast_column, email_problem
+from dms.transform.casting import arrow_text, byte_lengths, cast_column, email_problem, has_value
 from dms.transform.describe import FieldTarget, resolve_targets
 from dms.transform.rejects import RejectCode, RejectLog, quoted, reject_undecodable
 
@@ -223,14 +223,14 @@ def _field_column(
         values = anonymise(
             values, spec.anonymise.method, salt=salt or "", kind=spec.anonymise.kind, keep=spec.anonymise.keep
         )
-    present = (values != "").to_numpy(dtype=bool)
+    present = has_value(values)
     if target.required:
         log.add(~present, target.name, RejectCode.REQUIRED, f"{target.name} is empty, and it is {target.required}")
     cast = cast_column(target, values, present)
     for mask, code, reason in cast.problems:
         log.add(mask, target.name, code, reason)
     values = cast.values
-    present = (values != "").to_numpy(dtype=bool)
+    present = has_value(values)
     if target.max_length is not None:
         # A character takes at least one byte, so only values longer in bytes (known from the
         # Arrow offsets, no pass over the text) can be longer in characters.
@@ -267,7 +267,7 @@ def _resolve_lookup(target: FieldTarget, values: pd.Series, found: dict[str, Any
     ambiguous = set(found.get("ambiguous", ()))
     keys = pa.array(values.str.lower(), type=pa.large_string())
     position = pc.index_in(keys, value_set=pa.array(list(ids), type=pa.large_string()))
-    present = (values != "").to_numpy(dtype=bool)
+    present = has_value(values)
     hit = position.is_valid().to_numpy(zero_copy_only=False)
     twice = present & pc.is_in(keys, value_set=pa.array(sorted(ambiguous), type=pa.large_string())).to_numpy(
         zero_copy_only=False
@@ -306,7 +306,7 @@ def _apply_value_map(
     mapped = pa.array(list(mapping.values()), type=pa.large_string()).take(position)
     # "" passes the map untouched (it is "no value", handled by default/required) unless
     # the map lists it, in which case `hit` covers it.
-    miss = ~hit.to_numpy(zero_copy_only=False) & (values != "").to_numpy(dtype=bool)
+    miss = ~hit.to_numpy(zero_copy_only=False) & has_value(values)
     if fallback is not None:
         unlisted = pc.if_else(pa.array(miss), pa.scalar(fallback, pa.large_string()), source)
         result = pc.if_else(hit, mapped, unlisted)
@@ -370,20 +370,24 @@ def _reject_duplicate_keys(
     if target is None:
         return
     values = ready[target.name]
-    candidates = ~log.rejected & (values != "").to_numpy(dtype=bool)
+    candidates = ~log.rejected & has_value(values)
     if not candidates.any():
         return
-    normal = values if target.case_sensitive_key else values.str.lower()
-    normal = normal[candidates]
-    # One hash pass (Arrow's dictionary encoding) finds the repeated keys; pandas' duplicated()
-    # would first turn the column into Python objects.
-    encoded = pc.dictionary_encode(pa.array(normal, type=pa.large_string()))
+    # In Arrow throughout: one hash pass (dictionary encoding) finds the repeated keys. pandas'
+    # duplicated() would first turn the column into Python objects, and each pandas step on the
+    # way (lower, the mask) costs more in wrapping than its kernel.
+    normal = arrow_text(values)
+    if not target.case_sensitive_key:
+        normal = pc.utf8_lower(normal)
+    normal = normal.filter(pa.array(candidates))
+    encoded = pc.dictionary_encode(normal)
     if len(encoded.dictionary) == len(normal):
         return
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     repeated = np.bincount(indices, minlength=len(encoded.dictionary))[indices] > 1
     positions = np.flatnonzero(candidates)[repeated]
-    groups = pd.DataFrame({"key": normal.to_numpy(dtype=object)[repeated], "row": rows[positions]})
+    keys = normal.filter(pa.array(repeated)).to_numpy(zero_copy_only=False)
+    groups = pd.DataFrame({"key": keys, "row": rows[positions]})
     listing = groups.groupby("key", sort=False)["row"].agg(
         lambda r: (
             f"{len(r)} rows of this chunk (rows {', '.join(map(str, r.iloc[:_DUPLICATE_ROWS_SHOWN]))}"
