@@ -62,6 +62,37 @@ def test_staging_hook_defaults_to_its_own_database(monkeypatch, redis_server: Re
     assert client.ping()
 
 
+def test_staging_hook_sends_a_chunk_without_copying_it_and_reads_it_back(
+    monkeypatch, redis_server: RedisServer
+) -> None:
+    from redis.connection import PythonRespSerializer
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_STAGE_PACKER",
+        json.dumps(
+            {
+                "conn_type": "redis",
+                "host": redis_server.host,
+                "port": redis_server.port,
+                "extra": {"db": TEST_STAGING_DB},
+            }
+        ),
+    )
+    client = DmsRedisHook("stage_packer").get_conn()
+    packer = client.connection_pool.get_connection()._command_packer
+    assert isinstance(packer, PythonRespSerializer)
+    payload = bytes(range(256)) * 8192  # 2 MiB, every byte value
+    # The payload travels as its own buffer, not copied into the command.
+    assert any(
+        part is not None and isinstance(part, memoryview) for part in packer.pack("SET", "k", memoryview(payload))
+    )
+    client.set("dms:test:packer", memoryview(payload), ex=60)
+    client.set("dms:test:text", "华夏 café", ex=60)
+    assert client.get("dms:test:packer") == payload
+    assert client.get("dms:test:text").decode() == "华夏 café"
+    client.delete("dms:test:packer", "dms:test:text")
+
+
 def test_staging_hook_refuses_the_celery_brokers_database(monkeypatch, redis_server: RedisServer) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_STAGE_ON_BROKER",
