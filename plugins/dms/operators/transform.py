@@ -40,8 +40,10 @@ class TransformOperator(DmsOperator):
         rejects = result.rejects
         if malformed:
             rejects = pd.concat([rejects, pd.DataFrame(malformed, columns=rejects.columns)], ignore_index=True)
-        stage.put_table(key, "ready", result.table)
-        stage.put_table(key, "rejects", pa.Table.from_pandas(rejects.astype(str), preserve_index=False))
+        # Mapped transforms run one per core: compressing on Arrow's pool would only add CPU.
+        stage.put_table(key, "ready", result.table, parallel_compression=False)
+        rejected = pa.Table.from_pandas(rejects.astype(str), preserve_index=False)
+        stage.put_table(key, "rejects", rejected, parallel_compression=False)
         out = {
             "object": self.object_name,
             "chunk": key.chunk,
