@@ -8,8 +8,8 @@ import os
 # Arrow's default, mimalloc, keeps freed memory mapped for reuse, and every DMS step frees one
 # chunk's buffers and allocates the next one's: its peak RSS grew by what it had freed. With
 # jemalloc, which returns unused pages after a short decay, bench/bench_pipeline.py's extract
-# of 1M rows peaked at 368-372 MB instead of 420-443 MB, and its transforms at 310 instead of
-# 340 MB, no slower. A deployment that sets the variable itself keeps its choice (and
+# of 1M rows peaked at 348-392 MB instead of 420-443 MB over ten runs, and its transforms at
+# 311-335 instead of 338-345 MB, no slower. A deployment that sets the variable itself keeps its choice (and
 # dms.operators.base.tune_memory then leaves pyarrow's pool alone too).
 ARROW_POOL_FROM_DEPLOYMENT = "ARROW_DEFAULT_MEMORY_POOL" in os.environ
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
