@@ -30,14 +30,23 @@ print(json.dumps({"cpp_default": cpp_default, "after_release": pa.default_memory
 """
 
 
+def _run(script: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run `script` in a fresh interpreter with the plugins folder and `args`; its last line, as JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "plugins"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _probe(pool: str | None) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if pool is not None:
         env["ARROW_DEFAULT_MEMORY_POOL"] = pool
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(ROOT / "plugins")], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run(PROBE, env=env)
 
 
 def test_a_task_gets_jemalloc_for_arrow_and_the_system_pool_for_pyarrow() -> None:
@@ -76,10 +85,7 @@ print(json.dumps({"mapped_while_held": held.hblkhd, "heap_after_free": freed.are
 
 
 def _heap(mode: str) -> dict[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", HEAP_PROBE, str(ROOT / "plugins"), mode], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run(HEAP_PROBE, mode)
 
 
 def test_a_task_keeps_megabyte_buffers_on_a_padded_heap() -> None:
