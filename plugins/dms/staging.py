@@ -82,7 +82,8 @@ class Stage:
         options = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=parallel_compression)
         with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
             writer.write(table)
-        # redis-py sends a memoryview as it is: no copy of the payload into a bytes object.
+        # Sent as a memoryview: with DmsRedisHook's command packer, redis-py passes it to the
+        # socket as it is, with no copy of the payload into a bytes object.
         # zstd rather than LZ4, although FACTS.md has LZ4 twice as fast on its test data: on
         # the Chinese text of bench/bench_pipeline.py's GB18030 accounts, LZ4 makes a 100k-row
         # chunk 9.2 MB against zstd's 5.0 MB, and moving the bigger payload through Redis ate

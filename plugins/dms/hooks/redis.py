@@ -13,6 +13,8 @@ from dms.errors import FatalError
 # Celery's broker conventionally uses db 0; the stage never shares it.
 DEFAULT_STAGING_DB = 1
 STAGE_READ_SIZE = 1 << 20
+# redis-py's own threshold above which an argument is sent as a buffer of its own.
+PACK_BUFFER_CUTOFF = 6000
 
 
 class DmsRedisHook(RedisHook):
@@ -64,7 +66,3 @@ def _zero_copy_packer(client: Any) -> Any:
         kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict"), kwargs.get("decode_responses", False)
     )
     return PythonRespSerializer(PACK_BUFFER_CUTOFF, encoder.encode)
-
-
-# redis-py's own threshold above which an argument is sent as a buffer of its own.
-PACK_BUFFER_CUTOFF = 6000
